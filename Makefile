@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` (set up, migrate a demo country, print the report) and `make test`.
+.PHONY: demo test stack-up stack-down stack-status lint lock bench
+
+demo:
+	scripts/demo
+
+test:
+	scripts/test
+
+stack-up:
+	scripts/stack up
+
+stack-down:
+	scripts/stack down
+
+stack-status:
+	scripts/stack status
+
+lint:
+	.venv/bin/ruff check .
+
+# Regenerate the resolved, pinned set from requirements.txt (needs PyPI).
+lock:
+	uv pip compile requirements.txt -p 3.11 -o constraints.txt
+
+bench:
+	scripts/bench
