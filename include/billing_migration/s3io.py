@@ -28,7 +28,7 @@ from billing_migration.config import Config
 
 
 def run_key(run_id: str) -> str:
-    """An Airflow run id made safe for S3 keys (manual__2026-01-01T00:00:00+00:00 -> manual__2026-01-01T00_00_00_00_00)."""
+    """An Airflow run id made safe for S3 keys (`:` and `+` become `_`)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
 
 
