@@ -59,7 +59,7 @@ def cassandra_cluster(cfg: Config | None = None):
 
 
 @contextlib.contextmanager
-def cassandra_session(cfg: Config | None = None, keyspace: str | None | bool = True) -> Iterator[Any]:
+def cassandra_session(cfg: Config | None = None, keyspace: str | bool | None = True) -> Iterator[Any]:
     """A session bound to this namespace's keyspace (keyspace=False: unbound, for DDL); shut down on exit."""
     cfg = cfg or load_config()
     cluster = cassandra_cluster(cfg)
