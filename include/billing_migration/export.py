@@ -1,0 +1,306 @@
+"""MySQL -> Parquet on S3, one keyset chunk of a country's customers at a time, with a manifest per chunk.
+
+Why it is built this way:
+- Chunks are inclusive `customer_id` ranges computed in SQL (ROW_NUMBER over the (country, customer_id)
+  index), so planning a country of millions never pulls every id into Python.
+- A chunk is read with the read-only `mysql_export` role inside ONE `START TRANSACTION WITH CONSISTENT
+  SNAPSHOT, READ ONLY`: the six tables of a chunk are one point in time even if a writer slipped past the
+  gate. That needs a single connection, hence the default engine is mysqlclient with a server-side cursor
+  (SSCursor); connectorx (`engine="connectorx"`, ~10x faster) opens its own connection per query and so
+  cannot share the snapshot: only use it for a frozen country.
+- Streaming: rows arrive in batches of `batch_rows`, each batch becomes an Arrow record batch written to a
+  ParquetWriter on a temp file (one row group per batch), so memory is bounded by the batch, not the chunk.
+- DATETIME/DATE/DECIMAL columns are selected as text (`CAST(col AS CHAR)`) and converted vectorised with an
+  explicit Arrow schema: exact decimals (never float) and zero/invalid dates that no driver can represent do
+  not crash the export; they become null plus the marker column `_zero_date_cols` ("col1,col2"), which the
+  transform rejects with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from billing_migration import connections, s3io, schema
+from billing_migration.config import Config, normalize_country
+
+log = logging.getLogger(__name__)
+
+ZERO_DATE_COL = "_zero_date_cols"
+DEFAULT_BATCH_ROWS = 50_000
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "bigint": pa.int64(),
+    "int": pa.int64(),  # INT UNSIGNED can exceed int32; the transform range-checks for Cassandra int
+    "tinyint": pa.int16(),  # TINYINT UNSIGNED goes to 255
+    "text": pa.string(),
+    "decimal": pa.decimal128(schema.DECIMAL_PRECISION, schema.DECIMAL_SCALE),
+    "timestamp": pa.timestamp("ms", tz="UTC"),
+    "date": pa.date32(),
+}
+_AS_TEXT = ("decimal", "timestamp", "date")  # selected as CAST(... AS CHAR), converted in Arrow
+
+
+def arrow_schema(table: schema.Table) -> pa.Schema:
+    """The explicit Parquet schema of an exported table (plus the zero-date marker when it has dates)."""
+    fields = [pa.field(c.name, ARROW_TYPES[c.kind], nullable=True) for c in table.columns]
+    if _date_columns(table):
+        fields.append(pa.field(ZERO_DATE_COL, pa.string(), nullable=True))
+    return pa.schema(fields)
+
+
+def _date_columns(table: schema.Table) -> list[schema.Column]:
+    return [c for c in table.columns if c.kind in ("timestamp", "date")]
+
+
+def _select_list(table: schema.Table, alias: str) -> str:
+    out = []
+    for c in table.columns:
+        if c.kind in _AS_TEXT:
+            out.append(f"CAST({alias}.`{c.name}` AS CHAR) AS `{c.name}`")
+        else:
+            out.append(f"{alias}.`{c.name}`")
+    return ", ".join(out)
+
+
+# ------------------------------------------------------------------------------------------- planning
+def plan_chunks(cfg: Config, country: str, chunk_customers: int) -> list[dict[str, int]]:
+    """Inclusive keyset ranges of `chunk_customers` customers each, computed server-side; [] if empty."""
+    country = normalize_country(country)
+    if not isinstance(chunk_customers, int) or chunk_customers < 1:
+        raise ValueError(f"chunk_customers must be a positive integer, got {chunk_customers!r}")
+    sql = ("SELECT FLOOR((rn - 1) / %s) AS chunk, MIN(customer_id), MAX(customer_id), COUNT(*) FROM ("
+           " SELECT customer_id, ROW_NUMBER() OVER (ORDER BY customer_id) AS rn"
+           " FROM customers WHERE country = %s) x GROUP BY chunk ORDER BY chunk")
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute(sql, (chunk_customers, country))
+        rows = cur.fetchall()
+    return [{"chunk": int(ch), "lo": int(lo), "hi": int(hi), "customers": int(n)} for ch, lo, hi, n in rows]
+
+
+# ------------------------------------------------------------------------------------------ conversion
+def to_arrow(table: schema.Table, columns: dict[str, pa.Array]) -> pa.RecordBatch:
+    """Raw driver columns (ints, text) -> the explicit schema; zero/invalid dates -> null + marker."""
+    out: list[pa.Array] = []
+    flags: list[tuple[str, pa.Array]] = []
+    for c in table.columns:
+        raw = columns[c.name]
+        if isinstance(raw, pa.ChunkedArray):
+            raw = raw.combine_chunks()
+        target = ARROW_TYPES[c.kind]
+        if c.kind in ("timestamp", "date"):
+            raw = raw.cast(pa.string())
+            value, bad = _parse_datetime(raw, c.kind)
+            flags.append((c.name, bad))
+            out.append(value)
+        elif c.kind == "decimal":
+            out.append(raw.cast(pa.string()).cast(target))
+        else:
+            out.append(raw.cast(target))
+    names = [c.name for c in table.columns]
+    if flags:
+        marks = [pc.if_else(bad, pa.scalar(name + ","), pa.scalar("")) for name, bad in flags]
+        joined = pc.utf8_rtrim(pc.binary_join_element_wise(*marks, ""), characters=",")
+        joined = pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()), joined)
+        out.append(joined)
+        names.append(ZERO_DATE_COL)
+    return pa.RecordBatch.from_arrays(out, schema=arrow_schema(table))
+
+
+def _parse_datetime(raw: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
+    """Parse MySQL text dates; returns (values, invalid flag). Invalid = non-null text that is no real date."""
+    if kind == "date":
+        head = pc.utf8_slice_codeunits(raw, 0, 10)
+        parsed = pc.strptime(head, format="%Y-%m-%d", unit="s", error_is_null=True)
+        back = pc.strftime(parsed, format="%Y-%m-%d")
+        value = parsed.cast(pa.date32())
+    else:
+        head = pc.utf8_slice_codeunits(raw, 0, 19)
+        parsed = pc.strptime(head, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+        back = pc.strftime(parsed, format="%Y-%m-%d %H:%M:%S")  # unit s: %S prints no fraction
+        frac = pc.utf8_slice_codeunits(pc.fill_null(raw, ""), 20, 23)
+        frac = pc.if_else(pc.equal(frac, ""), "0", frac)
+        ms = pc.cast(pc.cast(frac, pa.int64()), pa.duration("ms"))
+        value = pc.add(parsed.cast(pa.timestamp("ms")), ms).cast(pa.timestamp("ms", tz="UTC"))
+    # strptime normalises 2024-02-30 to 2024-03-01: a round trip catches it
+    ok = pc.and_kleene(pc.is_valid(parsed), pc.equal(back, head))
+    bad = pc.and_(pc.is_valid(raw), pc.invert(pc.fill_null(ok, False)))
+    value = pc.if_else(bad, pa.scalar(None, value.type), value)
+    return value, bad
+
+
+# --------------------------------------------------------------------------------------------- queries
+def _chunk_query(table: schema.Table, customer_ids: list[int] | None) -> str:
+    ids = ""
+    if customer_ids is not None:
+        ids = f" AND c.customer_id IN ({', '.join(['%s'] * len(customer_ids))})"
+    if table.name == "customers":
+        return (f"SELECT {_select_list(table, 'c')} FROM customers c"
+                f" WHERE c.country = %s AND c.customer_id BETWEEN %s AND %s{ids}"
+                " ORDER BY c.customer_id")
+    return (f"SELECT {_select_list(table, 't')} FROM `{table.name}` t"
+            " JOIN customers c ON c.customer_id = t.customer_id"
+            f" WHERE c.country = %s AND c.customer_id BETWEEN %s AND %s"
+            f" AND t.customer_id BETWEEN %s AND %s{ids}"
+            f" ORDER BY t.customer_id, t.`{table.key}`")
+
+
+def _chunk_params(table: schema.Table, country: str, lo: int, hi: int,
+                  customer_ids: list[int] | None) -> list[Any]:
+    params: list[Any] = [country, lo, hi]
+    if table.name != "customers":
+        params += [lo, hi]
+    return params + list(customer_ids or [])
+
+
+class _TableWriter:
+    """Streams record batches to a temp Parquet file; tracks rows, key range; sha256 over the file bytes."""
+
+    def __init__(self, table: schema.Table) -> None:
+        self.table = table
+        self.tmp = tempfile.NamedTemporaryFile(suffix=".parquet", dir=os.environ.get("BM_TMP_DIR"),
+                                               delete=False)
+        self.tmp.close()
+        self.writer = pq.ParquetWriter(self.tmp.name, arrow_schema(table), compression="zstd")
+        self.rows = 0
+        self.batches = 0
+        self.min_key: int | None = None
+        self.max_key: int | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        keys = batch.column(self.table.key)
+        mm = pc.min_max(keys)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        self.min_key = lo if self.min_key is None else min(self.min_key, lo)
+        self.max_key = hi if self.max_key is None else max(self.max_key, hi)
+        self.writer.write_batch(batch)
+        self.rows += batch.num_rows
+        self.batches += 1
+
+    def finish(self, client, bucket: str, key: str) -> dict[str, Any]:
+        try:
+            self.writer.close()
+            digest = hashlib.sha256()
+            with open(self.tmp.name, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            size = os.path.getsize(self.tmp.name)
+            client.upload_file(self.tmp.name, bucket, key)
+        finally:
+            os.unlink(self.tmp.name)
+        return {"key": key, "rows": self.rows, "batches": self.batches, "key_column": self.table.key,
+                "min_key": self.min_key, "max_key": self.max_key, "sha256": digest.hexdigest(), "bytes": size}
+
+
+def _stream_mysqlclient(cur, table: schema.Table, sql: str, params: list[Any], batch_rows: int):
+    """Yield Arrow batches from a server-side cursor, `batch_rows` rows at a time."""
+    cur.execute(sql, params)
+    names = [c.name for c in table.columns]
+    raw_types = [pa.int64() if c.kind in ("bigint", "int", "tinyint") else pa.string() for c in table.columns]
+    while True:
+        rows = cur.fetchmany(batch_rows)
+        if not rows:
+            break
+        cols = list(zip(*rows, strict=True))
+        yield to_arrow(table, {n: pa.array(col, type=t) for n, col, t in zip(names, cols, raw_types,
+                                                                            strict=True)})
+
+
+def _stream_connectorx(cfg: Config, table: schema.Table, sql: str, params: list[Any], batch_rows: int):
+    """Yield Arrow batches from connectorx's arrow_stream (own connection: no shared snapshot)."""
+    import MySQLdb
+    import connectorx as cx
+
+    literal = sql % tuple(MySQLdb.string_literal(str(p).encode()).decode() if isinstance(p, str) else int(p)
+                          for p in params)
+    reader = cx.read_sql(connections.mysql_url("mysql_export", cfg), literal, return_type="arrow_stream",
+                         batch_size=batch_rows)
+    for rb in reader:
+        if rb.num_rows:
+            yield to_arrow(table, {n: rb.column(n) for n in rb.schema.names})
+
+
+def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
+                   engine: str) -> dict[str, dict[str, Any]]:
+    client = connections.s3_client(cfg)
+    out: dict[str, dict[str, Any]] = {}
+    if engine == "connectorx":
+        for table, sql, params, key in tables:
+            w = _TableWriter(table)
+            for batch in _stream_connectorx(cfg, table, sql, params, batch_rows):
+                w.write(batch)
+            out[table.name] = w.finish(client, cfg.s3_bucket, key)
+        return out
+    if engine != "mysqlclient":
+        raise ValueError(f"engine must be 'mysqlclient' or 'connectorx', got {engine!r}")
+    import MySQLdb.cursors
+
+    with connections.mysql_conn("mysql_export", cfg) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        try:
+            for table, sql, params, key in tables:
+                w = _TableWriter(table)
+                with conn.cursor(MySQLdb.cursors.SSCursor) as cur:
+                    for batch in _stream_mysqlclient(cur, table, sql, params, batch_rows):
+                        w.write(batch)
+                out[table.name] = w.finish(client, cfg.s3_bucket, key)
+        finally:
+            conn.rollback()
+    return out
+
+
+# --------------------------------------------------------------------------------------------- exports
+def export_chunk(cfg: Config, country: str, run_id: str, chunk: dict[str, int],
+                 customer_ids: list[int] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 engine: str = "mysqlclient") -> dict[str, Any]:
+    """Export every customer table of one chunk to Parquet; write and return the chunk's manifest.
+
+    `customer_ids` restricts the chunk to those customers (re-migration). Rerunning replaces the files whole.
+    """
+    country = normalize_country(country)
+    n, lo, hi = int(chunk["chunk"]), int(chunk["lo"]), int(chunk["hi"])
+    if lo > hi:
+        raise ValueError(f"chunk {n}: lo {lo} > hi {hi}")
+    if customer_ids is not None:
+        customer_ids = sorted({int(c) for c in customer_ids})
+        if not customer_ids:
+            raise ValueError("customer_ids is empty: nothing to export")
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be >= 1")
+    t0 = time.monotonic()
+    jobs = [(t, _chunk_query(t, customer_ids), _chunk_params(t, country, lo, hi, customer_ids),
+             s3io.table_key(cfg, country, run_id, t.name, n)) for t in schema.CUSTOMER_TABLES]
+    tables = _export_tables(cfg, jobs, batch_rows, engine)
+    seconds = time.monotonic() - t0
+    rows = sum(t["rows"] for t in tables.values())
+    manifest = {
+        "country": country, "run_id": run_id, "chunk": n, "lo": lo, "hi": hi,
+        "customers": tables["customers"]["rows"], "customer_ids": customer_ids, "engine": engine,
+        "batch_rows": batch_rows, "tables": tables, "rows": rows, "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None,
+    }
+    s3io.put_json(connections.s3_client(cfg), cfg.s3_bucket,
+                  s3io.stage_key(cfg, country, run_id, "manifest", n, "json"), manifest)
+    log.info("export %s chunk %d [%d..%d]: %d customers, %d rows in %.2fs (%s)", country, n, lo, hi,
+             manifest["customers"], rows, seconds, engine)
+    return manifest
+
+
+def export_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
+    """Export the country's plan catalogue to `table=plans/part-00000.parquet`; returns its manifest entry."""
+    country = normalize_country(country)
+    sql = f"SELECT {_select_list(schema.PLANS, 'p')} FROM plans p WHERE p.country = %s ORDER BY p.plan_id"
+    key = s3io.table_key(cfg, country, run_id, "plans", 0)
+    return _export_tables(cfg, [(schema.PLANS, sql, [country], key)], DEFAULT_BATCH_ROWS,
+                          "mysqlclient")["plans"]
