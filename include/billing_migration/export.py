@@ -165,10 +165,9 @@ class _TableWriter:
 
     def __init__(self, table: schema.Table) -> None:
         self.table = table
-        self.tmp = tempfile.NamedTemporaryFile(suffix=".parquet", dir=os.environ.get("BM_TMP_DIR"),
-                                               delete=False)
-        self.tmp.close()
-        self.writer = pq.ParquetWriter(self.tmp.name, arrow_schema(table), compression="zstd")
+        fd, self.path = tempfile.mkstemp(suffix=".parquet", dir=os.environ.get("BM_TMP_DIR"))
+        os.close(fd)
+        self.writer = pq.ParquetWriter(self.path, arrow_schema(table), compression="zstd")
         self.rows = 0
         self.batches = 0
         self.min_key: int | None = None
@@ -190,13 +189,13 @@ class _TableWriter:
         try:
             self.writer.close()
             digest = hashlib.sha256()
-            with open(self.tmp.name, "rb") as fh:
+            with open(self.path, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
-            size = os.path.getsize(self.tmp.name)
-            client.upload_file(self.tmp.name, bucket, key)
+            size = os.path.getsize(self.path)
+            client.upload_file(self.path, bucket, key)
         finally:
-            os.unlink(self.tmp.name)
+            os.unlink(self.path)
         return {"key": key, "rows": self.rows, "batches": self.batches, "key_column": self.table.key,
                 "min_key": self.min_key, "max_key": self.max_key, "sha256": digest.hexdigest(), "bytes": size}
 
@@ -217,8 +216,8 @@ def _stream_mysqlclient(cur, table: schema.Table, sql: str, params: list[Any], b
 
 def _stream_connectorx(cfg: Config, table: schema.Table, sql: str, params: list[Any], batch_rows: int):
     """Yield Arrow batches from connectorx's arrow_stream (own connection: no shared snapshot)."""
-    import MySQLdb
     import connectorx as cx
+    import MySQLdb
 
     literal = sql % tuple(MySQLdb.string_literal(str(p).encode()).decode() if isinstance(p, str) else int(p)
                           for p in params)
