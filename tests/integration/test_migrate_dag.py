@@ -1,0 +1,288 @@
+"""The whole per-country DAG, run with dag.test() against the real MariaDB, Cassandra and S3."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNTRY, OTHER = "NZ", "SE"
+MIX = {"NZ": 0.5, "SE": 0.3, "CH": 0.2}
+
+
+@pytest.fixture(scope="module")
+def dags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "migrate_billing.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+@pytest.fixture
+def seeded(cfg, legacy_db, cassandra_ks, s3):
+    """A fresh legacy DB (clean data), routing reset, empty target for the test countries."""
+    from billing_migration import connections, generator, load
+
+    generator.seed(cfg, 300, seed=7, countries=MIX)
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM country_routing")
+        conn.commit()
+    for cc in MIX:
+        load.delete_country(cfg, cc)
+    return cfg
+
+
+def _run(dag, **conf):
+    return dag.test(run_conf={"country": COUNTRY, "chunk_customers": 100, "parallelism": 2, **conf})
+
+
+def _state(run) -> str:
+    return str(getattr(run.state, "value", run.state))
+
+
+def _gate(cfg, country):
+    from billing_migration import write_gate
+
+    return write_gate.status(cfg, country)
+
+
+def _source_counts(cfg, country) -> dict[str, int]:
+    from billing_migration import connections
+    from billing_migration.schema import ENTITY_TABLES
+
+    out = {}
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM customers WHERE country = %s", (country,))
+        out["customers"] = cur.fetchone()[0]
+        for t in ENTITY_TABLES:
+            cur.execute(f"SELECT COUNT(*) FROM {t.name} x JOIN customers c USING (customer_id) "
+                        "WHERE c.country = %s", (country,))
+            out[t.entity] = cur.fetchone()[0]
+    return out
+
+
+def _target_counts(cfg, country) -> dict[str, int]:
+    from billing_migration import connections
+    from billing_migration.schema import CUSTOMERS_BY_COUNTRY_BUCKETS, ENTITY_TABLES
+
+    out = {t.entity: 0 for t in ENTITY_TABLES}
+    ids: list[int] = []
+    with connections.cassandra_session(cfg) as s:
+        for b in range(CUSTOMERS_BY_COUNTRY_BUCKETS):
+            ids += [r.customer_id for r in s.execute(
+                "SELECT customer_id FROM customers_by_country WHERE country=%s AND bucket=%s", (country, b))]
+        for cid in ids:
+            for r in s.execute("SELECT entity_type, country FROM customer_billing WHERE customer_id=%s", (cid,)):
+                assert r.country == country
+                if r.entity_type in out:
+                    out[r.entity_type] += 1
+    out["customers"] = len(ids)
+    return out
+
+
+def _app_write(cfg, country) -> None:
+    """A legacy-application write (a promo credit) to one of the country's customers."""
+    from billing_migration import connections
+
+    with connections.mysql_conn("mysql_app", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT customer_id FROM customers WHERE country=%s ORDER BY customer_id LIMIT 1", (country,))
+        cid = cur.fetchone()[0]
+        cur.execute("SELECT COALESCE(MAX(txn_id), 0) + 1 FROM balance_transactions")
+        txn = cur.fetchone()[0]
+        cur.execute("INSERT INTO balance_transactions (txn_id, customer_id, kind, amount, currency, created_at, "
+                    "updated_at) VALUES (%s, %s, 'promo_credit', 5.00, 'NZD', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+                    (txn, cid))
+        conn.commit()
+
+
+def test_migrates_a_country_end_to_end_and_leaves_others_untouched(dags, seeded):
+    from billing_migration import compare, export
+
+    cfg = seeded
+    dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
+    before_other = _gate(cfg, OTHER)
+    run = _run(dag)
+    assert _state(run) == "success"
+
+    assert _target_counts(cfg, COUNTRY) == _source_counts(cfg, COUNTRY)
+    chunks = export.plan_chunks(cfg, COUNTRY, 1000)
+    result = compare.compare_range(cfg, COUNTRY, chunks[0]["lo"], chunks[-1]["hi"])
+    assert compare.mismatching_customers(result) == []
+
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "cassandra"
+    assert gate["writes_frozen"]  # the legacy copy stays frozen for rollback
+    with pytest.raises(Exception, match="frozen"):
+        _app_write(cfg, COUNTRY)
+    assert _gate(cfg, OTHER) == before_other
+    assert _target_counts(cfg, OTHER)["customers"] == 0
+    _app_write(cfg, OTHER)  # another country is still writable on legacy
+
+    # Rerunning an already migrated country is a safe no-op.
+    rerun = _run(dag)
+    assert _state(rerun) == "success"
+    assert _target_counts(cfg, COUNTRY) == _source_counts(cfg, COUNTRY)
+
+
+def test_concurrent_writer_is_refused_during_the_freeze_and_loses_nothing(dags, seeded):
+    from billing_migration import connections
+
+    cfg = seeded
+    acked: list[int] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        with connections.mysql_conn("mysql_app", cfg) as conn, conn.cursor() as cur:
+            cur.execute("SELECT customer_id FROM customers WHERE country=%s ORDER BY customer_id LIMIT 1",
+                        (COUNTRY,))
+            cid = cur.fetchone()[0]
+            n = 0
+            while not stop.is_set():
+                n += 1
+                txn = 10_000_000 + n
+                try:
+                    cur.execute("INSERT INTO balance_transactions (txn_id, customer_id, kind, amount, currency, "
+                                "created_at, updated_at) VALUES (%s, %s, 'promo_credit', 1.00, 'NZD', "
+                                "UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))", (txn, cid))
+                    conn.commit()
+                    acked.append(txn)
+                except Exception as exc:  # the guard trigger's refusal
+                    conn.rollback()
+                    refused.append(str(exc))
+                time.sleep(0.02)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"))
+    finally:
+        stop.set()
+        t.join(10)
+    assert _state(run) == "success"
+    assert acked, "the writer never wrote before the freeze"
+    assert refused, "no write was refused during the freeze"
+    assert all("frozen" in r for r in refused), refused[:3]
+    with connections.cassandra_session(cfg) as s:
+        found = set()
+        for txn in acked:
+            rows = list(s.execute("SELECT entity_id FROM customer_billing WHERE customer_id=%s "
+                                  "AND entity_type='balance_txn' AND entity_id=%s",
+                                  (_customer_of_txn(cfg, txn), txn)))
+            if rows:
+                found.add(txn)
+    assert found == set(acked), f"acknowledged writes missing from Cassandra: {sorted(set(acked) - found)[:10]}"
+
+
+def _customer_of_txn(cfg, txn: int) -> int:
+    from billing_migration import connections
+
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT customer_id FROM balance_transactions WHERE txn_id=%s", (txn,))
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("stage", ["disable_writes", "export", "transform", "load", "compare", "enable_writes"])
+def test_failure_in_a_stage_leaves_the_country_writable_on_legacy(dags, seeded, stage, monkeypatch):
+    cfg = seeded
+    dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
+    monkeypatch.setenv("BM_FAIL_AT", stage)
+    run = _run(dag)
+    assert _state(run) == "failed"
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "legacy"
+    assert not gate["writes_frozen"]
+    _app_write(cfg, COUNTRY)  # writable again on the old store
+    monkeypatch.delenv("BM_FAIL_AT")
+    if stage in ("load", "enable_writes"):  # a rerun completes (checked on two stages to keep the suite short)
+        rerun = _run(dag)
+        assert _state(rerun) == "success"
+        assert _gate(cfg, COUNTRY)["serving_store"] == "cassandra"
+        assert _target_counts(cfg, COUNTRY) == _source_counts(cfg, COUNTRY)
+
+
+def test_dirty_records_are_rejected_with_reasons_and_the_budget_decides(dags, cfg, legacy_db, cassandra_ks, s3):
+    from billing_migration import connections, generator, s3io
+    from billing_migration.pipeline import quarantined_keys
+
+    generator.seed(cfg, 600, seed=11, countries=MIX, dirty_rate=0.02)
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM country_routing")
+        conn.commit()
+    dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
+    strict = _run(dag)
+    assert _state(strict) == "failed"  # default budget 0: stops before any Cassandra write
+    assert _gate(cfg, COUNTRY)["serving_store"] == "legacy"
+    assert not _gate(cfg, COUNTRY)["writes_frozen"]
+    rejected = quarantined_keys(cfg, COUNTRY, strict.run_id)
+    assert rejected, "no record was rejected"
+    client = connections.s3_client(cfg)
+    keys = s3io.list_keys(client, cfg.s3_bucket, s3io.run_prefix(cfg, COUNTRY, strict.run_id) + "rejects/")
+    reasons = set()
+    for k in keys:
+        t = s3io.get_parquet(client, cfg.s3_bucket, k).to_pylist()
+        for r in t:
+            assert r["table"] and r["key"] is not None and r["reason"]
+            reasons.add(r["reason"].split(" ")[0])
+    assert len(reasons) >= 3, reasons
+
+    lenient = _run(dag, error_budget=100_000)
+    assert _state(lenient) == "success"
+    assert _gate(cfg, COUNTRY)["serving_store"] == "cassandra"
+
+
+def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
+    """Stage functions without the scheduler: load, corrupt one row, compare_and_repair fixes it."""
+    from billing_migration import connections, ledger, pipeline, write_gate
+
+    run_id = f"manual__corrupt_{os.getpid()}_{time.time_ns()}"
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    pipeline.disable_writes(cfg, p, run_id)
+    try:
+        (lane,) = pipeline.plan(cfg, p, run_id)
+        pipeline.export_lane(cfg, p, run_id, lane)
+        pipeline.transform_lane(cfg, p, run_id, lane)
+        pipeline.load_lane(cfg, p, run_id, lane)
+        with connections.cassandra_session(cfg) as s:
+            row = s.execute("SELECT customer_id, entity_id, amount FROM customer_billing WHERE customer_id=%s "
+                            "AND entity_type='invoice' LIMIT 1", (lane["chunks"][0]["lo"],)).one()
+            if row is None:  # the first customer may have no invoice: take any invoice of the chunk
+                row = next(r for r in s.execute("SELECT customer_id, entity_id, amount, entity_type FROM "
+                                                "customer_billing") if r.entity_type == "invoice")
+            s.execute("UPDATE customer_billing SET amount=%s WHERE customer_id=%s AND entity_type='invoice' "
+                      "AND entity_id=%s", (row.amount + Decimal("1.00"), row.customer_id, row.entity_id))
+        out = pipeline.compare_lane(cfg, p, run_id, lane)
+        assert out["round1_mismatches"] >= 1
+        assert out["remigrated_customers"] >= 1
+        assert out["mismatches_left"] == 0
+        with connections.cassandra_session(cfg) as s:
+            fixed = s.execute("SELECT amount FROM customer_billing WHERE customer_id=%s AND entity_type='invoice' "
+                              "AND entity_id=%s", (row.customer_id, row.entity_id)).one()
+        assert fixed.amount == row.amount
+        assert any(e["step"] == "compare" and e["state"] == "succeeded"
+                   for e in ledger.get_run(cfg, COUNTRY, run_id))
+    finally:
+        write_gate.unfreeze(cfg, COUNTRY, "test", run_id, reason="test done")
+
+
+def test_bad_param_is_refused_before_any_write(dags, seeded):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from billing_migration import ledger
+
+    cfg = seeded
+    dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
+    before = ledger.last_runs(cfg, COUNTRY, 100)
+    for conf in ({"country": "XX"}, {"chunk_customers": 0}, {"reset": "everything"}, {"dry_run": "maybe"}):
+        with pytest.raises((ParamValidationError, ValueError)):
+            dag.test(run_conf={"country": COUNTRY, **conf})
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
+    assert ledger.last_runs(cfg, COUNTRY, 100) == before
+    assert _target_counts(cfg, COUNTRY)["customers"] == 0
