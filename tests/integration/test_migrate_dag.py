@@ -273,7 +273,6 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
 
 def test_bad_param_is_refused_before_any_write(dags, seeded):
     from airflow.sdk.definitions.param import ParamValidationError
-
     from billing_migration import ledger
 
     cfg = seeded
