@@ -1,0 +1,840 @@
+"""Deterministic legacy billing data, with labelled dirty data, bulk loaded into MariaDB.
+
+Why: every stage of the migration (export, transform, load, compare) needs a legacy database that looks
+like the real one (per-country plans and currencies, monthly renewals, declines and service holds, refunds,
+chargebacks, gift cards and promo credits, plan changes, cancellations) and that contains the dirty rows a
+twenty-year-old application really leaves behind, each one labelled so tests can count what the pipeline
+must reject and what it must carry over intact. Same seed, same data: runs are reproducible and two
+databases can be compared by `legacy_checksums`.
+
+How: the data is generated in memory with numpy (no per-row Python loops; customers are processed in
+fixed chunks of `CHUNK_CUSTOMERS`, each with its own seeded generator, so memory stays bounded and the
+result does not depend on anything but the arguments), written to temporary TSV files and loaded with
+`LOAD DATA LOCAL INFILE` with foreign-key and unique checks off.
+
+In-memory frames use exact integer encodings (so they compare exactly and format fast):
+timestamps = epoch milliseconds UTC, dates = epoch days, money = units of 1/10000 (the legacy
+DECIMAL(14,4) scale), nullable integer columns use `NULL_INT`, a zero date is `ZERO_TS`; text is str/None.
+
+Dirty kinds (labelled in `seed_dirty_rows(kind, table_name, row_key, customer_id)`):
+
+Invalid (the transform must reject them with a reason, never load them silently):
+- `orphan_payment`: a payment whose invoice_id does not exist.
+- `null_required`: currency NULL on an invoice or payment (the application always wrote one).
+- `negative_amount`: invoice or payment amount < 0.
+- `over_precise_amount`: more decimals than the currency's minor units (9.9899 USD, 989.9999 JPY).
+- `unknown_currency`: currency 'XXQ' on an invoice or payment.
+- `zero_date`: '0000-00-00 00:00:00.000' in invoices.created_at or payments.processed_at.
+- `duplicate_natural_key`: a second invoice with the same (subscription_id, period_start) as another
+  (row_key is the extra invoice).
+
+Valid but tricky (must migrate intact, byte for byte):
+- `max_length_string`: customers.full_name of exactly 255 characters or email of exactly 254.
+- `non_bmp_unicode`: customers.full_name with emoji / supplementary-plane characters (utf8mb4).
+
+Clean data also carries valid edge cases: NULL full_name (nullable), billing days 29/30/31 (renewal on the
+last day of shorter months), accented and CJK names, JPY with 0 minor units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+import numpy as np
+import pandas as pd
+
+from billing_migration import connections, schema
+from billing_migration.config import Config, ConfigError, load_config, normalize_country
+
+# ------------------------------------------------------------------------------------------ constants
+CHUNK_CUSTOMERS = 50_000  # fixed: part of the determinism contract (chunk i has its own generator)
+NULL_INT = int(np.iinfo(np.int64).min)  # NULL in an integer-coded column
+ZERO_TS = NULL_INT + 1  # MySQL zero date '0000-00-00 00:00:00.000' in a timestamp column
+E4 = 10_000  # money scale in frames
+DAY_MS = 86_400_000
+ORPHAN_INVOICE_BASE = 10**15  # orphan payments point at invoice_id ORPHAN_INVOICE_BASE + payment_id
+
+DIRTY_KINDS = (
+    "orphan_payment", "null_required", "negative_amount", "over_precise_amount", "unknown_currency",
+    "zero_date", "max_length_string", "non_bmp_unicode", "duplicate_natural_key",
+)
+INVALID_KINDS = frozenset(DIRTY_KINDS) - {"max_length_string", "non_bmp_unicode"}
+VALID_TRICKY_KINDS = frozenset({"max_length_string", "non_bmp_unicode"})
+UNKNOWN_CURRENCY = "XXQ"
+
+DIRTY_DDL = """CREATE TABLE IF NOT EXISTS seed_dirty_rows (
+  kind VARCHAR(32) NOT NULL,
+  table_name VARCHAR(64) NOT NULL,
+  row_key BIGINT UNSIGNED NOT NULL,
+  customer_id BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (kind, table_name, row_key),
+  KEY ix_seed_dirty_customer (customer_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"""
+
+# country -> (currency, (Basic, Standard, Premium) monthly price, tax rate): local list prices, net of tax.
+PRICING: dict[str, tuple[str, tuple[str, str, str], str]] = {
+    "US": ("USD", ("11.99", "17.99", "24.99"), "0"),
+    "BR": ("BRL", ("20.90", "44.90", "59.90"), "0"),
+    "GB": ("GBP", ("5.99", "12.99", "18.99"), "0.20"),
+    "DE": ("EUR", ("7.99", "13.99", "19.99"), "0.19"),
+    "FR": ("EUR", ("7.99", "13.49", "19.99"), "0.20"),
+    "JP": ("JPY", ("890", "1590", "2290"), "0.10"),
+    "IN": ("INR", ("199", "499", "649"), "0.18"),
+    "MX": ("MXN", ("139", "249", "329"), "0.16"),
+    "CA": ("CAD", ("9.99", "18.99", "23.99"), "0"),
+    "NL": ("EUR", ("9.99", "13.99", "19.99"), "0.21"),
+    "SE": ("SEK", ("99", "149", "199"), "0.25"),
+    "NZ": ("NZD", ("12.99", "18.49", "27.99"), "0.15"),
+    "CH": ("CHF", ("12.90", "19.90", "25.90"), "0.081"),
+    "IE": ("EUR", ("8.99", "14.99", "19.99"), "0.23"),
+}
+TIERS = (("Basic", 1, "SD"), ("Standard", 2, "HD"), ("Premium", 4, "UHD"))
+
+FIRST = ("James", "Maria", "Wei", "Aarav", "Sofia", "Lucas", "Emma", "Yuki", "Olivia", "Noah", "Mateo", "Ana",
+         "João", "Zoë", "Björn", "Siobhán", "Renée", "François", "Łukasz", "Chloé", "Hiroshi", "Priya", "Liam",
+         "Mia", "Ava", "Ethan", "Isabella", "Mohammed", "Fatima", "Seán", "翔太", "Ngozi")
+FIRST_ASCII = ("james", "maria", "wei", "aarav", "sofia", "lucas", "emma", "yuki", "olivia", "noah", "mateo",
+               "ana", "joao", "zoe", "bjorn", "siobhan", "renee", "francois", "lukasz", "chloe", "hiroshi",
+               "priya", "liam", "mia", "ava", "ethan", "isabella", "mohammed", "fatima", "sean", "shota",
+               "ngozi")
+LAST = ("Smith", "Silva", "Müller", "Martin", "Tanaka", "Sharma", "García", "Tremblay", "de Vries",
+        "Andersson", "Williams", "O'Brien", "Dubois", "Rossi", "Kowalski", "Nguyễn", "Kim", "Brown", "Jones",
+        "Hernández", "Schmidt", "Sato", "Patel", "Murphy", "Johansson", "Wilson", "山田", "Yamamoto",
+        "Fernández", "Lüdenscheidt-Øster", "Okafor", "Taylor")
+LAST_ASCII = ("smith", "silva", "muller", "martin", "tanaka", "sharma", "garcia", "tremblay", "devries",
+              "andersson", "williams", "obrien", "dubois", "rossi", "kowalski", "nguyen", "kim", "brown",
+              "jones", "hernandez", "schmidt", "sato", "patel", "murphy", "johansson", "wilson", "yamada",
+              "yamamoto", "fernandez", "ludenscheid", "okafor", "taylor")
+DOMAINS = ("example.com", "mail.example.net", "example.org", "inbox.example.co.uk", "correo.example.mx")
+EMOJI = ("😀", "🎬", "🍿", "🌍", "𝄞", "🦄", "👩\u200d💻", "🇧🇷")
+
+# Behaviour rates (fractions of customers / subscriptions / invoices).
+P_NEVER_SUBSCRIBED = 0.02
+P_NULL_NAME = 0.005
+P_CANCEL_VOLUNTARY = 0.12
+P_CANCEL_INVOLUNTARY = 0.03
+P_ON_HOLD = 0.25  # of active subscriptions whose last renewal is within the 14-day retry window
+P_PLAN_CHANGE = 0.10
+P_CREDIT = 0.06
+P_DECLINE_RETRY, P_REFUND, P_CHARGEBACK = 0.04, 0.01, 0.003
+METHODS = np.array(schema.PAYMENT_METHODS, dtype=object)
+METHOD_P = (0.72, 0.15, 0.03, 0.10)
+TOKEN_PREFIX = {"card": "tok_****", "paypal": "pp_****", "gift_card": "gc_****", "direct_debit": "dd_****"}
+
+
+# ------------------------------------------------------------------------------------------ results
+@dataclass
+class SeedResult:
+    customers: int
+    seed: int
+    counts: dict[str, int]
+    dirty: dict[str, int]
+    seconds: float
+    generate_seconds: float
+    load_seconds: float
+    rows: int = 0
+    rows_per_s: float = 0.0
+    database: str = ""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Generated:
+    """One chunk (or a whole small run) of generated frames, keyed by table name, plus dirty labels."""
+
+    tables: dict[str, pd.DataFrame]
+    dirty: pd.DataFrame
+    next_ids: dict[str, int] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ catalogue
+def countries_for(cfg: Config | None, countries: dict[str, float] | None) -> dict[str, float]:
+    """The normalised country mix; default: skewed (Zipf-like) over the configured countries."""
+    if countries:
+        out: dict[str, float] = {}
+        for code, w in countries.items():
+            cc = normalize_country(code)
+            if cc not in PRICING:
+                raise ConfigError(f"no plan catalogue for country {cc!r}; known: {sorted(PRICING)}")
+            if not (isinstance(w, int | float) and w > 0 and np.isfinite(w)):
+                raise ConfigError(f"country weight for {cc} must be a positive number, got {w!r}")
+            out[cc] = float(w)
+    else:
+        codes = [c for c in (cfg or load_config()).countries if c in PRICING] or list(PRICING)
+        out = {c: 1.0 / (i + 1) ** 1.3 for i, c in enumerate(codes)}
+    total = sum(out.values())
+    return {c: w / total for c, w in out.items()}
+
+
+def _money_e4(value: str) -> int:
+    return int(Decimal(value) * E4)
+
+
+def plan_catalogue() -> pd.DataFrame:
+    """Every country's three plans; plan_id is stable (country position in PRICING * 3 + tier + 1)."""
+    rows = []
+    for ci, (country, (cur, prices, rate)) in enumerate(PRICING.items()):
+        minor = schema.CURRENCY_MINOR_UNITS[cur]
+        for ti, (name, screens, quality) in enumerate(TIERS):
+            price = Decimal(prices[ti])
+            tax = (price * Decimal(rate)).quantize(Decimal(1).scaleb(-minor), rounding=ROUND_HALF_UP)
+            rows.append({"plan_id": ci * 3 + ti + 1, "country": country, "currency": cur,
+                         "name": f"{name} {quality} ({screens} screen{'s' if screens > 1 else ''})",
+                         "price": _money_e4(prices[ti]), "screens": screens, "quality": quality,
+                         "tax": int(tax * E4), "updated_at": 1735689600000})  # 2025-01-01 UTC
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ calendar
+def _epoch_day(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
+
+
+def _ymd(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(month index since 1970-01, day of month) of epoch days."""
+    dt = days.astype("datetime64[D]")
+    months = dt.astype("datetime64[M]")
+    dom = (dt - months.astype("datetime64[D]")).astype(np.int64) + 1
+    return months.astype(np.int64), dom
+
+
+def billing_date(month_index: np.ndarray, billing_day: np.ndarray) -> np.ndarray:
+    """Epoch day of the renewal in a month: the billing day, or the month's last day if it is shorter."""
+    start = month_index.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    nxt = (month_index + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    return start + np.minimum(billing_day, nxt - start) - 1
+
+
+def _seg_index(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For segments of the given lengths: (segment of each element, position within its segment)."""
+    seg = np.repeat(np.arange(len(counts)), counts)
+    starts = np.cumsum(counts) - counts
+    return seg, np.arange(int(counts.sum())) - starts[seg]
+
+
+# ------------------------------------------------------------------------------------------ generation
+def generate(customers: int, seed: int = 42, countries: dict[str, float] | None = None,
+             dirty_rate: float = 0.0, as_of: date = date(2026, 11, 1), first_customer_id: int = 1,
+             start_ids: dict[str, int] | None = None, cfg: Config | None = None) -> Generated:
+    """All frames in memory (concatenated chunks): for tests and small runs. `seed` uses the same chunks."""
+    parts = list(generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
+                                 start_ids, cfg))
+    tables = {t: pd.concat([p.tables[t] for p in parts], ignore_index=True)
+              for t in parts[0].tables}
+    dirty = pd.concat([p.dirty for p in parts], ignore_index=True)
+    return Generated(tables, dirty, parts[-1].next_ids)
+
+
+def generate_chunks(customers: int, seed: int = 42, countries: dict[str, float] | None = None,
+                    dirty_rate: float = 0.0, as_of: date = date(2026, 11, 1), first_customer_id: int = 1,
+                    start_ids: dict[str, int] | None = None, cfg: Config | None = None) -> Iterable[Generated]:
+    """Yield one Generated per chunk of CHUNK_CUSTOMERS customers; ids continue densely across chunks."""
+    if not isinstance(customers, int) or customers < 1:
+        raise ValueError(f"customers must be a positive integer, got {customers!r}")
+    if not 0.0 <= dirty_rate <= 0.5:
+        raise ValueError(f"dirty_rate must be in [0, 0.5], got {dirty_rate!r}")
+    if first_customer_id < 1:
+        raise ValueError("first_customer_id must be >= 1")
+    mix = countries_for(cfg, countries)
+    plans = plan_catalogue()
+    next_ids = {"subscriptions": 1, "plan_changes": 1, "invoices": 1, "payments": 1,
+                "balance_transactions": 1, **(start_ids or {})}
+    for ci, lo in enumerate(range(0, customers, CHUNK_CUSTOMERS)):
+        n = min(CHUNK_CUSTOMERS, customers - lo)
+        rng = np.random.default_rng([seed, ci])
+        g = _chunk(rng, n, first_customer_id + lo, mix, plans, dirty_rate, as_of, next_ids,
+                   force_each_kind=ci == 0 and customers >= 100)
+        next_ids = g.next_ids
+        yield g
+
+
+def _pick(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    return rng.random(n) < p
+
+
+def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, float], plans: pd.DataFrame,
+           dirty_rate: float, as_of: date, ids: dict[str, int], force_each_kind: bool) -> Generated:
+    A = _epoch_day(as_of)
+    a_ms = A * DAY_MS
+    codes = list(mix)
+    country_pos = np.array([list(PRICING).index(c) for c in codes])
+    plan_price = plans["price"].to_numpy()
+    plan_tax = plans["tax"].to_numpy()
+    plan_cur = plans["currency"].to_numpy(dtype=object)
+
+    # ---------------------------------------------------------------- customers
+    cid = np.arange(first_cid, first_cid + n, dtype=np.int64)
+    cix = rng.choice(len(codes), size=n, p=np.array(list(mix.values())))
+    cpos = country_pos[cix]  # position in PRICING (plan_id base)
+    country = np.array(codes, dtype=object)[cix]
+    currency = plan_cur[cpos * 3]
+    signup_day = A - rng.integers(1, 1096, size=n)
+    tod = rng.integers(0, 20 * 3_600_000, size=n)  # renewal batch time of day: 00:00-20:00 UTC
+    signup_at = signup_day * DAY_MS + tod
+    m0, billing_day = _ymd(signup_day)
+    fi, li = rng.integers(0, len(FIRST), size=n), rng.integers(0, len(LAST), size=n)
+    full_name = np.strings.add(np.strings.add(np.array(FIRST)[fi], " "), np.array(LAST)[li]).astype(object)
+    full_name[_pick(rng, n, P_NULL_NAME)] = None
+    local = np.strings.add(np.strings.add(np.array(FIRST_ASCII)[fi], "."), np.array(LAST_ASCII)[li])
+    email = np.strings.add(np.strings.add(np.strings.add(local, "."), cid.astype(str)), "@")
+    email = np.strings.add(email, np.array(DOMAINS)[rng.integers(0, len(DOMAINS), size=n)]).astype(object)
+    subscribed = ~_pick(rng, n, P_NEVER_SUBSCRIBED)
+    method = METHODS[rng.choice(4, size=n, p=METHOD_P)]
+    last4 = np.char.zfill(rng.integers(0, 10_000, size=n).astype(str), 4)
+    token = np.strings.add(_token_prefix(method), last4).astype(object)
+
+    # ---------------------------------------------------------------- subscriptions
+    sc = np.flatnonzero(subscribed)  # customer index of each subscription
+    ns = len(sc)
+    s_m0, s_bd, s_tod = m0[sc], billing_day[sc], tod[sc]
+    a_month, _ = _ymd(np.array([A]))
+    k_all = (a_month[0] - s_m0) + (billing_date(a_month.repeat(ns), s_bd) < A)  # renewals before as_of
+    r = rng.random(ns)
+    c_pick = (rng.random(ns) * k_all).astype(np.int64)  # period in which a cancellation happens
+    status = np.full(ns, "active", dtype=object)
+    n_inv = k_all.copy()
+    vol = r < P_CANCEL_VOLUNTARY
+    n_inv[vol] = c_pick[vol] + 1
+    # involuntary: last invoice declined, retries at +3d/+7d fail, cancelled at +14d (must be before as_of)
+    k_ok = np.maximum(0, k_all - 1 - (billing_date(s_m0 + k_all - 1, s_bd) + 15 > A).astype(np.int64))
+    invol = (r >= P_CANCEL_VOLUNTARY) & (r < P_CANCEL_VOLUNTARY + P_CANCEL_INVOLUNTARY) & \
+        (billing_date(s_m0, s_bd) + 15 <= A)
+    n_inv[invol] = np.minimum(c_pick[invol], k_ok[invol]) + 1
+    status[vol | invol] = "cancelled"
+    last_bd = billing_date(s_m0 + n_inv - 1, s_bd)
+    hold = (status == "active") & (last_bd + 14 > A) & _pick(rng, ns, P_ON_HOLD)
+    status[hold] = "on_hold"
+    s_plan_tier0 = rng.choice(3, size=ns, p=(0.3, 0.45, 0.25))
+    change = (n_inv >= 2) & _pick(rng, ns, P_PLAN_CHANGE)
+    change_at_k = 1 + (rng.random(ns) * np.maximum(n_inv - 1, 1)).astype(np.int64)  # first period on new plan
+    s_plan_tier1 = np.where(change, (s_plan_tier0 + rng.integers(1, 3, size=ns)) % 3, s_plan_tier0)
+    s_pbase = cpos[sc] * 3 + 1
+    credit = (status != "on_hold") & ~invol & (n_inv >= 2) & _pick(rng, ns, P_CREDIT)
+    credit_after_k = (rng.random(ns) * np.maximum(n_inv - 1, 1)).astype(np.int64)  # granted in this period
+    gift = credit & _pick(rng, ns, 0.6)
+
+    sub_id = ids["subscriptions"] + np.arange(ns, dtype=np.int64)
+
+    # ---------------------------------------------------------------- invoices
+    seg, k = _seg_index(n_inv)
+    ni = len(seg)
+    inv_id = ids["invoices"] + np.arange(ni, dtype=np.int64)
+    i_bd = s_bd[seg]
+    p_start = billing_date(s_m0[seg] + k, i_bd)
+    p_end = billing_date(s_m0[seg] + k + 1, i_bd) - 1
+    created = p_start * DAY_MS + s_tod[seg] + np.where(k == 0, rng.integers(1_000, 60_000, size=ni), 0)
+    tier = np.where(change[seg] & (k >= change_at_k[seg]), s_plan_tier1[seg], s_plan_tier0[seg])
+    i_plan = s_pbase[seg] + tier
+    amount = plan_price[i_plan - 1]
+    tax = plan_tax[i_plan - 1]
+    total = amount + tax
+    i_cur = plan_cur[i_plan - 1]
+    # credits: one grant per credit subscription, spent on the following invoices in order
+    std_total = plan_price[s_pbase] + plan_tax[s_pbase]  # Standard plan (tier 1) total
+    grant = np.where(gift, std_total * rng.integers(1, 4, size=ns), std_total) * credit
+    eligible = credit[seg] & (k > credit_after_k[seg])
+    spend = np.where(eligible, total, 0)
+    before = pd.Series(spend).groupby(seg).cumsum().to_numpy() - spend
+    applied = np.where(eligible, np.clip(grant[seg] - before, 0, total), 0)
+    remainder = total - applied
+    is_last = k == n_inv[seg] - 1
+    # payment scenario per invoice
+    u = rng.random(ni)
+    scen = np.ones(ni, dtype=np.int64)
+    scen[(u < P_DECLINE_RETRY) & (created < a_ms - 6 * DAY_MS)] = 2
+    scen[(u >= P_DECLINE_RETRY) & (u < P_DECLINE_RETRY + P_REFUND) & (created < a_ms - 11 * DAY_MS)] = 3
+    lo = P_DECLINE_RETRY + P_REFUND
+    scen[(u >= lo) & (u < lo + P_CHARGEBACK) & (created < a_ms - 61 * DAY_MS)] = 4
+    scen[applied > 0] = 1
+    scen[is_last & hold[seg]] = 5
+    scen[is_last & invol[seg]] = 6
+    scen[remainder == 0] = 0
+    n_fail_hold = 1 + (created + 3 * DAY_MS < a_ms) + (created + 7 * DAY_MS < a_ms)
+    n_pay = np.select([scen == 0, scen == 1, scen == 5, scen == 6], [0, 1, n_fail_hold, 3], 2)
+    inv_status = np.select([scen == 3, scen == 4, scen >= 5], ["refunded", "charged_back", "declined"],
+                           "paid").astype(object)
+
+    # ---------------------------------------------------------------- payments
+    pseg, att = _seg_index(n_pay)
+    npay = len(pseg)
+    pay_id = ids["payments"] + np.arange(npay, dtype=np.int64)
+    ps = scen[pseg]
+    jitter = rng.integers(1_000, 120_000, size=npay)
+    later = np.select(
+        [ps == 2, ps == 3, ps == 4, ps >= 5],
+        [rng.integers(1, 6, size=npay), rng.integers(1, 11, size=npay), rng.integers(20, 61, size=npay),
+         np.where(att == 1, 3, 7)], 0)
+    processed = created[pseg] + np.where(att > 0, later * DAY_MS, 0) + jitter
+    pay_status = np.select(
+        [ps >= 5, (ps == 2) & (att == 0), (ps == 3) & (att == 1), (ps == 4) & (att == 1)],
+        ["failed", "failed", "refunded", "charged_back"], "succeeded").astype(object)
+    pc = sc[seg[pseg]]  # customer index per payment
+
+    # ---------------------------------------------------------------- subscription bookkeeping
+    inv_last_ts = pd.Series(processed).groupby(pseg).max().reindex(range(ni)).to_numpy()
+    inv_updated = np.where(np.isnan(inv_last_ts), created + 1, np.nan_to_num(inv_last_ts)).astype(np.int64)
+    last_created = created[np.cumsum(n_inv) - 1]
+    limit = np.minimum(billing_date(s_m0 + n_inv, s_bd), A) * DAY_MS
+    cancelled_at = np.full(ns, NULL_INT, dtype=np.int64)
+    vol_at = last_created + 3_600_000 + (rng.random(ns) * (limit - last_created - 3_600_001)).astype(np.int64)
+    cancelled_at[vol] = vol_at[vol]
+    cancelled_at[invol] = last_created[invol] + 14 * DAY_MS
+    next_billing = np.where(status == "cancelled", NULL_INT, billing_date(s_m0 + n_inv, s_bd))
+    chg_lo = created[np.cumsum(n_inv) - n_inv + change_at_k - 1 * change] if ns else np.zeros(0, np.int64)
+    chg_lo = np.where(change, chg_lo, 0)
+    changed_at = chg_lo + 3_600_000 + (rng.random(ns) * (20 * DAY_MS)).astype(np.int64)
+    sub_last_inv_upd = pd.Series(inv_updated).groupby(seg).max().to_numpy() if ni else np.zeros(0, np.int64)
+    sub_updated = np.maximum.reduce([signup_at[sc], sub_last_inv_upd, np.where(change, changed_at, 0),
+                                     cancelled_at])
+    cust_status = np.full(n, "never_subscribed", dtype=object)
+    cust_status[sc] = status
+    cust_updated = signup_at.copy()
+    cust_updated[sc] = sub_updated
+
+    # ---------------------------------------------------------------- balance transactions
+    cs = np.flatnonzero(credit)
+    first_inv = np.cumsum(n_inv) - n_inv
+    g_lo = created[first_inv[cs] + credit_after_k[cs]]
+    g_hi = created[first_inv[cs] + credit_after_k[cs] + 1]
+    grant_at = g_lo + 3_600_000 + (rng.random(len(cs)) * (g_hi - g_lo - 7_200_000)).astype(np.int64)
+    ai = np.flatnonzero(applied > 0)
+    b_sub = np.concatenate([cs, seg[ai]])
+    b_at = np.concatenate([grant_at, created[ai] + 1])
+    b_amount = np.concatenate([grant[cs], -applied[ai]])
+    b_kind = np.concatenate([np.where(gift[cs], "gift_card_redemption", "promo_credit").astype(object),
+                             np.full(len(ai), "invoice_credit", dtype=object)])
+    b_inv = np.concatenate([np.full(len(cs), NULL_INT, dtype=np.int64), inv_id[ai]])
+    gc_code = np.char.zfill(rng.integers(0, 10_000, size=len(cs)).astype(str), 4)
+    b_ref = np.concatenate([np.where(gift[cs], np.strings.add("giftcard:****", gc_code), "promo:WELCOMEBACK")
+                            .astype(object), np.full(len(ai), None, dtype=object)])
+    order = np.lexsort((b_at, sc[b_sub]))
+    nb = len(order)
+
+    # ---------------------------------------------------------------- frames
+    customers = pd.DataFrame({
+        "customer_id": cid, "country": country, "email": email, "full_name": full_name,
+        "status": cust_status, "signup_at": signup_at, "billing_day": billing_day, "updated_at": cust_updated,
+    })
+    subscriptions = pd.DataFrame({
+        "subscription_id": sub_id, "customer_id": cid[sc], "plan_id": s_pbase + s_plan_tier1,
+        "status": status, "started_at": signup_at[sc], "cancelled_at": cancelled_at,
+        "next_billing_date": next_billing, "updated_at": sub_updated,
+    })
+    ch = np.flatnonzero(change)
+    plan_changes = pd.DataFrame({
+        "change_id": ids["plan_changes"] + np.arange(len(ch), dtype=np.int64), "customer_id": cid[sc[ch]],
+        "subscription_id": sub_id[ch], "from_plan_id": s_pbase[ch] + s_plan_tier0[ch],
+        "to_plan_id": s_pbase[ch] + s_plan_tier1[ch], "changed_at": changed_at[ch], "updated_at": changed_at[ch],
+    })
+    invoices = pd.DataFrame({
+        "invoice_id": inv_id, "customer_id": cid[sc[seg]], "subscription_id": sub_id[seg],
+        "period_start": p_start, "period_end": p_end, "amount": amount, "tax": tax, "currency": i_cur,
+        "status": inv_status, "created_at": created, "updated_at": inv_updated,
+    })
+    payments = pd.DataFrame({
+        "payment_id": pay_id, "customer_id": cid[pc], "invoice_id": inv_id[pseg], "method": method[pc],
+        "payment_token": token[pc], "amount": remainder[pseg], "currency": i_cur[pseg], "status": pay_status,
+        "processed_at": processed, "updated_at": processed,
+    })
+    balance = pd.DataFrame({
+        "txn_id": ids["balance_transactions"] + np.arange(nb, dtype=np.int64), "customer_id": cid[sc[b_sub]][order],
+        "kind": b_kind[order], "amount": b_amount[order], "currency": currency[sc[b_sub]][order],
+        "invoice_id": b_inv[order], "reference": b_ref[order], "created_at": b_at[order],
+        "updated_at": b_at[order],
+    })
+    tables = {"customers": customers, "subscriptions": subscriptions, "plan_changes": plan_changes,
+              "invoices": invoices, "payments": payments, "balance_transactions": balance}
+    dirty = _make_dirty(rng, tables, dirty_rate, force_each_kind)
+    next_ids = {"subscriptions": ids["subscriptions"] + ns, "plan_changes": ids["plan_changes"] + len(ch),
+                "invoices": ids["invoices"] + len(tables["invoices"]), "payments": ids["payments"] + npay,
+                "balance_transactions": ids["balance_transactions"] + nb}
+    return Generated(tables, dirty, next_ids)
+
+
+def _token_prefix(method: np.ndarray) -> np.ndarray:
+    out = np.empty(len(method), dtype=object)
+    for m, prefix in TOKEN_PREFIX.items():
+        out[method == m] = prefix
+    return out.astype(str)
+
+
+# ------------------------------------------------------------------------------------------ dirty data
+def _take(rng: np.random.Generator, pool: list[np.ndarray], n: int) -> np.ndarray:
+    """Take n row indices from the front of a shuffled pool (so kinds never share a row)."""
+    got, pool[0] = pool[0][:n], pool[0][n:]
+    return got
+
+
+def _n_for(rate: float, eligible: int, force: bool) -> int:
+    n = round(rate * eligible)
+    return min(eligible, max(n, 1 if (force and rate > 0) else 0))
+
+
+def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: float,
+                force: bool) -> pd.DataFrame:
+    labels: list[pd.DataFrame] = []
+
+    def label(kind: str, table: str, keys: np.ndarray, cust: np.ndarray) -> None:
+        labels.append(pd.DataFrame({"kind": kind, "table_name": table, "row_key": keys.astype(np.int64),
+                                    "customer_id": cust.astype(np.int64)}))
+
+    if rate <= 0:
+        return pd.DataFrame({"kind": pd.Series(dtype=object), "table_name": pd.Series(dtype=object),
+                             "row_key": pd.Series(dtype=np.int64), "customer_id": pd.Series(dtype=np.int64)})
+    inv, pay, cust = t["invoices"], t["payments"], t["customers"]
+    inv_pool = [rng.permutation(len(inv))]
+    pay_pool = [rng.permutation(len(pay))]
+    cust_pool = [rng.permutation(len(cust))]
+
+    def both(kind: str, apply_inv, apply_pay) -> None:
+        for table, df, pool, fn, key, f in (("invoices", inv, inv_pool, apply_inv, "invoice_id", force),
+                                            ("payments", pay, pay_pool, apply_pay, "payment_id", False)):
+            if fn is None:
+                continue
+            rows = _take(rng, pool, _n_for(rate, len(df), f))
+            if len(rows):
+                fn(df, rows)
+                label(kind, table, df[key].to_numpy()[rows], df["customer_id"].to_numpy()[rows])
+
+    def set_col(col: str, value):
+        def fn(df: pd.DataFrame, rows: np.ndarray) -> None:
+            df.iloc[rows, df.columns.get_loc(col)] = value
+        return fn
+
+    def map_col(col: str, f):
+        def fn(df: pd.DataFrame, rows: np.ndarray) -> None:
+            j = df.columns.get_loc(col)
+            df.iloc[rows, j] = f(df.iloc[rows, j].to_numpy())
+        return fn
+
+    # orphan payments
+    rows = _take(rng, pay_pool, _n_for(rate, len(pay), force))
+    if len(rows):
+        pay.iloc[rows, pay.columns.get_loc("invoice_id")] = ORPHAN_INVOICE_BASE + pay["payment_id"].to_numpy()[rows]
+        label("orphan_payment", "payments", pay["payment_id"].to_numpy()[rows], pay["customer_id"].to_numpy()[rows])
+    both("null_required", set_col("currency", None), set_col("currency", None))
+    both("negative_amount", map_col("amount", lambda a: -np.maximum(a, 100)),
+         map_col("amount", lambda a: -np.maximum(a, 100)))
+    both("over_precise_amount", map_col("amount", lambda a: a - 1), map_col("amount", lambda a: a - 1))
+    both("unknown_currency", set_col("currency", UNKNOWN_CURRENCY), set_col("currency", UNKNOWN_CURRENCY))
+    both("zero_date", set_col("created_at", ZERO_TS), set_col("processed_at", ZERO_TS))
+
+    # customers: valid-but-tricky strings
+    rows = _take(rng, cust_pool, _n_for(rate, len(cust), force))
+    if len(rows):
+        ids_ = cust["customer_id"].to_numpy()[rows]
+        names = [_max_name(int(c)) for c in ids_]
+        emails = [_max_email(int(c)) for c in ids_]
+        use_email = np.arange(len(rows)) % 2 == 1
+        jn, je = cust.columns.get_loc("full_name"), cust.columns.get_loc("email")
+        cust.iloc[rows[~use_email], jn] = np.array(names, dtype=object)[~use_email]
+        cust.iloc[rows[use_email], je] = np.array(emails, dtype=object)[use_email]
+        label("max_length_string", "customers", ids_, ids_)
+    rows = _take(rng, cust_pool, _n_for(rate, len(cust), force))
+    if len(rows):
+        ids_ = cust["customer_id"].to_numpy()[rows]
+        e = np.array(EMOJI)
+        fn_ = np.array(FIRST)[ids_ % len(FIRST)]
+        ln_ = np.array(LAST)[(ids_ // 7) % len(LAST)]
+        nm = np.strings.add(np.strings.add(np.strings.add(np.strings.add(fn_, " "), e[ids_ % len(e)]), " "), ln_)
+        nm = np.strings.add(np.strings.add(nm, " "), e[(ids_ // 3) % len(e)])
+        cust.iloc[rows, cust.columns.get_loc("full_name")] = nm.astype(object)
+        label("non_bmp_unicode", "customers", ids_, ids_)
+
+    # duplicate natural key: a second invoice for the same (subscription_id, period_start)
+    rows = _take(rng, inv_pool, _n_for(rate, len(inv), force))
+    if len(rows):
+        dup = inv.iloc[np.sort(rows)].copy()
+        dup["invoice_id"] = int(inv["invoice_id"].max()) + 1 + np.arange(len(dup), dtype=np.int64)
+        created = dup["created_at"].to_numpy()
+        dup["created_at"] = np.where(created == ZERO_TS, ZERO_TS, created + 1_000)
+        t["invoices"] = pd.concat([inv, dup], ignore_index=True)
+        label("duplicate_natural_key", "invoices", dup["invoice_id"].to_numpy(), dup["customer_id"].to_numpy())
+    return pd.concat(labels, ignore_index=True)
+
+
+def _max_name(cid: int) -> str:
+    """A full_name of exactly 255 characters (the column's limit), unique per customer."""
+    base = f"Maximiliana Wolfeschlegelsteinhausenbergerdorff-Ñúñez {cid} "
+    return (base + "von Habsburg-Lothringen " * 12)[:255]
+
+
+def _max_email(cid: int) -> str:
+    """An email of exactly 254 characters (RFC 5321 path limit): 64-char local part, long domain."""
+    local = f"max.length.{cid}.".ljust(64, "x")[:64]
+    domain_len = 254 - 65
+    labels = []
+    while sum(len(x) + 1 for x in labels) < domain_len - 12:
+        labels.append("sub" + "d" * 40)
+    domain = ".".join(labels)
+    domain = (domain + "." + "e" * 200)[: domain_len - len(".example.com")] + ".example.com"
+    return f"{local}@{domain}"
+
+
+# ------------------------------------------------------------------------------------------ TSV
+_ESC = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+_UNESC = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0", "b": "\b", "Z": "\x1a"}
+
+
+def escape_text(values: np.ndarray) -> list[str]:
+    """Text column -> LOAD DATA fields (ESCAPED BY '\\\\'): NULL -> \\N, specials backslash-escaped."""
+    s = pd.Series(values, dtype=object)
+    null = s.isna().to_numpy()
+    out = s.where(~null, "").astype(str)
+    special = out.str.contains(r"[\\\t\n\r\x00]", regex=True).to_numpy()
+    if special.any():
+        out[special] = [v.translate(_ESC) for v in out[special]]
+    res = out.to_numpy(dtype=object)
+    res[null] = r"\N"
+    return res.tolist()
+
+
+def unescape_field(field_: str) -> str | None:
+    """Inverse of escape_text for one field, as MySQL reads it (used by tests)."""
+    if field_ == r"\N":
+        return None
+    out, i = [], 0
+    while i < len(field_):
+        ch = field_[i]
+        if ch == "\\" and i + 1 < len(field_):
+            out.append(_UNESC.get(field_[i + 1], field_[i + 1]))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _fmt_column(values: np.ndarray, kind: str) -> list[str]:
+    if kind == "text":
+        return escape_text(values)
+    v = np.asarray(values).astype(np.int64)
+    null = v == NULL_INT
+    if kind in ("bigint", "int", "tinyint"):
+        out = v.astype(str).astype(object)
+    elif kind == "decimal":
+        a = np.abs(v)
+        out = np.strings.add(np.strings.add(np.where(v < 0, "-", ""), (a // E4).astype(str)), ".")
+        out = np.strings.add(out, np.strings.zfill((a % E4).astype(str), 4)).astype(object)
+    elif kind == "timestamp":
+        zero = v == ZERO_TS
+        out = np.strings.replace(np.datetime_as_string(np.where(null | zero, 0, v).astype("datetime64[ms]"),
+                                                       unit="ms"), "T", " ").astype(object)
+        out[zero] = "0000-00-00 00:00:00.000"
+    elif kind == "date":
+        out = np.datetime_as_string(np.where(null, 0, v).astype("datetime64[D]"), unit="D").astype(object)
+    else:  # pragma: no cover - schema.KINDS is closed
+        raise ValueError(kind)
+    out[null] = r"\N"
+    return out.tolist()
+
+
+def to_tsv(df: pd.DataFrame, table: schema.Table) -> bytes:
+    """Frame -> TSV bytes in the table's column order, for LOAD DATA (utf8mb4, \\N = NULL)."""
+    cols = [_fmt_column(df[c.name].to_numpy(), c.kind) for c in table.columns]
+    if not len(df):
+        return b""
+    return ("\n".join(map("\t".join, zip(*cols, strict=True))) + "\n").encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------ loading
+BILLING_TABLES = tuple(t.name for t in schema.TABLES)
+ID_COLUMNS = {t.name: t.key for t in schema.TABLES}
+
+
+def _session_for_bulk(cur) -> None:
+    # No strict mode, no NO_ZERO_DATE: the legacy app wrote zero dates; FK/unique checks off for speed.
+    cur.execute("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0")
+
+
+def load_frame(conn, table_name: str, df: pd.DataFrame, replace_rows: bool = False,
+               tmpdir: str | None = None) -> int:
+    """Bulk load one frame with LOAD DATA LOCAL INFILE; returns rows loaded (warnings are errors)."""
+    table = schema.TABLES_BY_NAME[table_name] if table_name != "seed_dirty_rows" else _DIRTY_TABLE
+    data = to_tsv(df, table)
+    if not data:
+        return 0
+    fd, path = tempfile.mkstemp(suffix=f".{table_name}.tsv", dir=tmpdir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        cols = ", ".join(f"`{c.name}`" for c in table.columns)
+        with conn.cursor() as cur:
+            _session_for_bulk(cur)
+            cur.execute(
+                f"LOAD DATA LOCAL INFILE %s {'REPLACE' if replace_rows else ''} INTO TABLE `{table_name}` "
+                "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
+                f"LINES TERMINATED BY '\\n' ({cols})", (path,))
+            loaded = cur.rowcount
+            cur.execute("SHOW WARNINGS LIMIT 5")
+            warnings = cur.fetchall()
+        if warnings:
+            raise RuntimeError(f"LOAD DATA into {table_name} raised warnings: {warnings}")
+        conn.commit()
+        return int(loaded)
+    finally:
+        os.unlink(path)
+
+
+_DIRTY_TABLE = schema.Table("seed_dirty_rows", "row_key", (
+    schema.Column("kind", "VARCHAR(32)", "text", False),
+    schema.Column("table_name", "VARCHAR(64)", "text", False),
+    schema.Column("row_key", "BIGINT UNSIGNED", "bigint", False),
+    schema.Column("customer_id", "BIGINT UNSIGNED", "bigint", False),
+), entity=None)
+
+
+def ensure_database(cfg: Config) -> None:
+    """Create this namespace's database (if missing), the legacy schema and seed_dirty_rows."""
+    with connections.mysql_conn("mysql_admin", cfg, database="", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.mysql_database}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    with connections.mysql_conn("mysql_admin", cfg) as conn:
+        schema.apply_legacy_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(DIRTY_DDL)
+        conn.commit()
+
+
+def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str, float] | None = None,
+         dirty_rate: float = 0.0, as_of: date = date(2026, 11, 1), first_customer_id: int = 1,
+         replace: bool = True) -> SeedResult:
+    """Fill the legacy database deterministically. replace=True empties the billing tables (not routing)."""
+    cfg = cfg or load_config()
+    t0 = time.monotonic()
+    mix = countries_for(cfg, countries)  # validate before touching anything
+    ensure_database(cfg)
+    counts = dict.fromkeys(BILLING_TABLES, 0)
+    dirty: dict[str, int] = dict.fromkeys(DIRTY_KINDS, 0)
+    gen_s = load_s = 0.0
+    with connections.mysql_conn("mysql_admin", cfg) as conn:
+        with conn.cursor() as cur:
+            _session_for_bulk(cur)
+            if replace:
+                for name in (*reversed(BILLING_TABLES), "seed_dirty_rows"):
+                    cur.execute(f"TRUNCATE TABLE `{name}`")
+                start_ids = None
+            else:
+                cur.execute("SELECT COALESCE(MAX(customer_id), 0) FROM customers")
+                max_cid = int(cur.fetchone()[0])
+                if first_customer_id <= max_cid:
+                    raise ValueError(f"first_customer_id {first_customer_id} collides with existing customers "
+                                     f"(max customer_id {max_cid}); pass a larger one or replace=True")
+                start_ids = {}
+                for name in ("subscriptions", "plan_changes", "invoices", "payments", "balance_transactions"):
+                    cur.execute(f"SELECT COALESCE(MAX(`{ID_COLUMNS[name]}`), 0) FROM `{name}`")
+                    start_ids[name] = int(cur.fetchone()[0]) + 1
+            for cc in mix:
+                cur.execute("INSERT IGNORE INTO country_routing (country) VALUES (%s)", (cc,))
+        conn.commit()
+        plans = plan_catalogue()
+        counts["plans"] = load_frame(conn, "plans", plans, replace_rows=True)
+        tg = time.monotonic()
+        for g in generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
+                                 start_ids, cfg):
+            tl = time.monotonic()
+            gen_s += tl - tg
+            for name in BILLING_TABLES[1:]:
+                counts[name] += load_frame(conn, name, g.tables[name])
+            load_frame(conn, "seed_dirty_rows", g.dirty)
+            for kind, n in g.dirty["kind"].value_counts().items():
+                dirty[str(kind)] += int(n)
+            tg = time.monotonic()
+            load_s += tg - tl
+    seconds = time.monotonic() - t0
+    rows = sum(counts.values())
+    return SeedResult(customers=customers, seed=seed, counts=counts, dirty=dirty, seconds=round(seconds, 3),
+                      generate_seconds=round(gen_s, 3), load_seconds=round(load_s, 3), rows=rows,
+                      rows_per_s=round(rows / seconds, 1) if seconds else 0.0, database=cfg.mysql_database)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def legacy_checksums(cfg: Config | None = None, tables: Iterable[str] = (*BILLING_TABLES, "seed_dirty_rows")
+                     ) -> dict[str, str]:
+    """Deterministic content checksum per table: row count + sum and xor of per-row MD5 slices.
+
+    Each row's hash covers every column (NULL distinct from '', zero dates as written), and the row
+    includes its primary key, so the multiset hash identifies the table's content regardless of
+    physical order.
+    """
+    cfg = cfg or load_config()
+    out: dict[str, str] = {}
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        for name in tables:
+            table = schema.TABLES_BY_NAME.get(name) or _DIRTY_TABLE
+            parts = ", ".join(f"IFNULL(CAST(`{c.name}` AS CHAR), '\\\\N')" for c in table.columns)
+            cur.execute(
+                "SELECT COUNT(*), COALESCE(SUM(CAST(CONV(LEFT(h, 15), 16, 10) AS UNSIGNED)), 0), "
+                "COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(h, 16, 16), 16, 10) AS UNSIGNED)), 0) "
+                f"FROM (SELECT MD5(CONCAT_WS(CHAR(31), {parts})) AS h FROM `{name}`) x")
+            n, s, x = cur.fetchone()
+            out[name] = f"{int(n)}:{int(s):x}:{int(x):016x}"
+    return out
+
+
+def database_size(cfg: Config | None = None) -> dict[str, int]:
+    """Bytes of data + indexes per table of this namespace's database (information_schema)."""
+    cfg = cfg or load_config()
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name, data_length + index_length FROM information_schema.tables "
+                    "WHERE table_schema = %s", (cfg.mysql_database,))
+        return {str(r[0]): int(r[1]) for r in cur.fetchall()}
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _parse_countries(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        code, sep, weight = part.partition("=")
+        if not sep:
+            raise ConfigError(f"--countries expects CC=weight pairs, got {part!r}")
+        try:
+            out[code.strip()] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--countries: weight of {code!r} is not a number: {weight!r}") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m billing_migration.generator", description=__doc__.split("\n")[0])
+    p.add_argument("--customers", type=int, required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--countries", help="mix as CC=weight,... (default: skewed over migration.yaml countries)")
+    p.add_argument("--dirty-rate", type=float, default=0.0)
+    p.add_argument("--as-of", type=date.fromisoformat, default=date(2026, 11, 1))
+    p.add_argument("--first-customer-id", type=int, default=1)
+    p.add_argument("--append", action="store_true", help="keep existing rows (default: replace)")
+    p.add_argument("--checksums", action="store_true", help="also print legacy_checksums")
+    p.add_argument("--size", action="store_true", help="also print the database size (bytes)")
+    a = p.parse_args(argv)
+    try:
+        res = seed(None, a.customers, a.seed, _parse_countries(a.countries), a.dirty_rate, a.as_of,
+                   a.first_customer_id, replace=not a.append)
+    except (ConfigError, ValueError) as exc:
+        p.error(str(exc))
+    out = res.as_dict()
+    if a.checksums:
+        out["checksums"] = legacy_checksums()
+    if a.size:
+        sizes = database_size()
+        out["db_bytes"] = sum(sizes.values())
+        out["db_bytes_by_table"] = sizes
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
