@@ -1,0 +1,343 @@
+"""The write gate: freeze, unfreeze and cut over one country's billing writes on the legacy MySQL.
+
+Why it is built this way:
+- ENFORCED, not advisory. A BEFORE INSERT/UPDATE/DELETE trigger on every billing table refuses a write to a
+  frozen country (or one already served by Cassandra) with `SIGNAL SQLSTATE '45000'`, whatever client makes
+  it. Cost per written row: one primary-key lookup into `country_routing` (plus one into `customers` for
+  child tables, which carry only the customer id).
+- The trigger reads the routing row with `LOCK IN SHARE MODE`. That matters twice:
+  1. a locking read sees the latest committed routing row, not the writer's REPEATABLE READ snapshot, so a
+     transaction that began before the freeze cannot slip a write past it;
+  2. every open transaction that already wrote the country's rows holds a shared lock on its routing row,
+     so the freeze's UPDATE of that row (exclusive lock) waits exactly for those in-flight transactions to
+     commit or roll back: when `freeze()` returns, every write the application was told succeeded is in
+     the table, and nothing can add more. `innodb_lock_wait_timeout` bounds the wait (drain_timeout_s).
+- Belt and braces for writers that hold no such lock (writes from before the triggers existed, READ
+  COMMITTED sessions writing a country that had no routing row): after the freeze commits, freeze() polls
+  information_schema.INNODB_TRX for transactions in this database older than the freeze that modified rows,
+  and waits for them within the same timeout. On timeout the freeze is undone and a clear error raised.
+- Triggers are created once per table and operation (`CREATE OR REPLACE` only when missing or of an older
+  version): trigger DDL takes a metadata lock on the table, which itself waits for open transactions.
+- Routing lives next to the data because the legacy application reads it; every action is an event row in
+  `write_gate_events` (who, which run, why).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from billing_migration import connections
+from billing_migration.config import Config, normalize_country
+from billing_migration.schema import TABLES, Table
+
+log = logging.getLogger(__name__)
+
+ROLE = "mysql_gate"
+TRIGGER_VERSION = "bm_gate v1"
+_OPS = {"INSERT": "bi", "UPDATE": "bu", "DELETE": "bd"}
+_ER_LOCK_WAIT_TIMEOUT = 1205
+_ER_LOCK_DEADLOCK = 1213
+
+
+class WriteGateError(RuntimeError):
+    """The gate refused an action (or could not drain in time); routing is left in a consistent state."""
+
+
+# ------------------------------------------------------------------------------------------ triggers
+def trigger_name(table: str, op: str) -> str:
+    return f"bm_gate_{table}_{_OPS[op]}"
+
+
+def _check_country_sql(country_expr: str) -> str:
+    """Statements that look up the routing row of `country_expr` and SIGNAL if writes are refused."""
+    return f"""
+  SET v_frozen = NULL, v_store = NULL, v_run = NULL;
+  SELECT writes_frozen, serving_store, COALESCE(cutover_run_id, freeze_run_id)
+    INTO v_frozen, v_store, v_run
+    FROM country_routing WHERE country = {country_expr} LOCK IN SHARE MODE;
+  IF v_frozen = 1 OR v_store = 'cassandra' THEN
+    SET v_msg = LEFT(CONCAT('billing writes for country ', {country_expr}, ' are frozen (migration run ',
+                            IFNULL(v_run, '?'), IF(v_store = 'cassandra', '; served by cassandra', ''), ')'), 128);
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_msg;
+  END IF;"""
+
+
+def _child_check_sql(row: str) -> str:
+    """Child rows carry only the customer id: find the country through the customer (PK lookup)."""
+    return f"""
+  SET v_country = NULL;
+  SELECT country INTO v_country FROM customers WHERE customer_id = {row}.customer_id LOCK IN SHARE MODE;
+  IF v_country IS NOT NULL THEN{_check_country_sql('v_country')}
+  END IF;"""
+
+
+def trigger_sql(table: Table, op: str) -> str:
+    """The guard trigger of one table and operation (MariaDB 10.11 syntax)."""
+    rows = {"INSERT": ["NEW"], "UPDATE": ["OLD", "NEW"], "DELETE": ["OLD"]}[op]
+    if table.name in ("customers", "plans"):
+        checks = "".join(_check_country_sql(f"{r}.country") for r in rows)
+    else:
+        checks = "".join(_child_check_sql(r) for r in rows)
+    return f"""CREATE OR REPLACE TRIGGER `{trigger_name(table.name, op)}` BEFORE {op} ON `{table.name}`
+FOR EACH ROW
+BEGIN
+  /* {TRIGGER_VERSION}: refuse billing writes of frozen countries (billing_migration.write_gate) */
+  DECLARE v_frozen TINYINT DEFAULT NULL;
+  DECLARE v_store VARCHAR(16) DEFAULT NULL;
+  DECLARE v_run VARCHAR(250) DEFAULT NULL;
+  DECLARE v_country CHAR(2) DEFAULT NULL;
+  DECLARE v_msg VARCHAR(128) DEFAULT NULL;
+  DECLARE CONTINUE HANDLER FOR NOT FOUND BEGIN END;{checks}
+END"""
+
+
+def ensure_triggers(cfg: Config, lock_wait_timeout_s: int = 30) -> list[str]:
+    """Create the guard triggers that are missing or outdated; returns the names (re)created."""
+    created: list[str] = []
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                    "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME LIKE 'bm\\_gate\\_%%'")
+        have = {name: body for name, body in cur.fetchall()}
+        cur.execute("SET SESSION lock_wait_timeout = %s", (int(lock_wait_timeout_s),))
+        for table in TABLES:
+            for op in _OPS:
+                name = trigger_name(table.name, op)
+                if TRIGGER_VERSION in (have.get(name) or ""):
+                    continue
+                try:
+                    cur.execute(trigger_sql(table, op))
+                except Exception as exc:
+                    if _errno(exc) == _ER_LOCK_WAIT_TIMEOUT:  # metadata lock_wait_timeout: same code
+                        raise WriteGateError(
+                            f"could not install guard trigger {name}: open transactions kept `{table.name}` "
+                            f"busy for more than {lock_wait_timeout_s}s; nothing was frozen, retry") from exc
+                    raise
+                created.append(name)
+    if created:
+        log.info("write gate: installed %d guard trigger(s)", len(created))
+    return created
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _errno(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return dt.isoformat(timespec="milliseconds")
+    return str(value)
+
+
+_STATUS_COLS = ("country", "serving_store", "writes_frozen", "frozen_by", "frozen_at", "freeze_run_id",
+                "cutover_at", "cutover_run_id", "updated_at")
+
+
+def _read_status(cur, country: str, lock: bool = False) -> dict[str, Any]:
+    cur.execute(f"SELECT {', '.join(_STATUS_COLS)} FROM country_routing WHERE country = %s"
+                + (" FOR UPDATE" if lock else ""), (country,))
+    row = cur.fetchone()
+    if row is None:
+        return {"country": country, "serving_store": "legacy", "writes_frozen": False, "frozen_by": None,
+                "frozen_at": None, "freeze_run_id": None, "cutover_at": None, "cutover_run_id": None,
+                "updated_at": None, "has_row": False}
+    out = dict(zip(_STATUS_COLS, row, strict=True))
+    out["writes_frozen"] = bool(out["writes_frozen"])
+    for k in ("frozen_at", "cutover_at", "updated_at"):
+        out[k] = _iso(out[k])
+    out["has_row"] = True
+    return out
+
+
+def _event(cur, country: str, action: str, actor: str, run_id: str | None, detail: str | None) -> None:
+    cur.execute("INSERT INTO write_gate_events (country, action, actor, run_id, detail) VALUES (%s,%s,%s,%s,%s)",
+                (country, action[:16], actor[:128], run_id, (detail or "")[:1024] or None))
+
+
+def _log_event(cfg: Config, country: str, action: str, actor: str, run_id: str | None, detail: str) -> None:
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        _event(cur, country, action, actor, run_id, detail)
+
+
+def _check_actor(actor: str, run_id: str | None) -> None:
+    if not isinstance(actor, str) or not actor.strip():
+        raise WriteGateError("actor is required (who is changing the write gate)")
+    if run_id is not None and (not isinstance(run_id, str) or len(run_id) > 250):
+        raise WriteGateError(f"run_id must be a string of at most 250 characters, got {run_id!r}")
+
+
+def _old_writers(cur, since_epoch: float) -> list[tuple[int, str, int]]:
+    """(thread id, started, rows modified) of open transactions in this database older than the freeze."""
+    cur.execute(
+        "SELECT t.trx_mysql_thread_id, CAST(t.trx_started AS CHAR), t.trx_rows_modified "
+        "FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "WHERE p.DB = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_rows_modified > 0 "
+        "AND t.trx_started <= FROM_UNIXTIME(%s)", (int(since_epoch) + 1,))
+    return [(int(a), str(b), int(c)) for a, b, c in cur.fetchall()]
+
+
+# ------------------------------------------------------------------------------------------ actions
+def freeze(cfg: Config, country: str, actor: str, run_id: str, drain_timeout_s: int = 30) -> dict[str, Any]:
+    """Refuse the country's billing writes from now on and wait for in-flight writers; idempotent.
+
+    Returns the routing status plus `drain_s` (time spent waiting for in-flight transactions) and
+    `already_frozen`. Raises WriteGateError (country left writable) if the drain does not finish in time.
+    """
+    country = normalize_country(country)
+    _check_actor(actor, run_id)
+    if not isinstance(drain_timeout_s, int) or drain_timeout_s < 1:
+        raise WriteGateError(f"drain_timeout_s must be a positive integer, got {drain_timeout_s!r}")
+    t0 = time.monotonic()
+    ensure_triggers(cfg, lock_wait_timeout_s=drain_timeout_s)
+    with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (max(1, drain_timeout_s),))
+        try:
+            # The exclusive lock on the routing row waits for every open transaction that wrote this country.
+            before = _read_status(cur, country, lock=True)
+            if before["serving_store"] == "cassandra":
+                conn.rollback()
+                return {**before, "already_frozen": True, "drain_s": 0.0,
+                        "note": "country is served by cassandra; legacy stays frozen"}
+            already = before["writes_frozen"]
+            if already and before["freeze_run_id"] == run_id:
+                detail = "already frozen by this run"
+            elif already:
+                detail = f"taking over a freeze of run {before['freeze_run_id']}"
+            else:
+                detail = f"drain timeout {drain_timeout_s}s"
+            cur.execute(
+                "INSERT INTO country_routing (country, writes_frozen, frozen_by, frozen_at, freeze_run_id) "
+                "VALUES (%s, 1, %s, NOW(3), %s) ON DUPLICATE KEY UPDATE "
+                "frozen_at = IF(writes_frozen = 1, frozen_at, VALUES(frozen_at)), writes_frozen = 1, "
+                "frozen_by = VALUES(frozen_by), freeze_run_id = VALUES(freeze_run_id)",
+                (country, actor[:128], run_id))
+            _event(cur, country, "freeze", actor, run_id, detail)
+            cur.execute("SELECT UNIX_TIMESTAMP(NOW(3))")
+            frozen_epoch = float(cur.fetchone()[0])
+            conn.commit()
+        except Exception as exc:
+            conn.rollback()
+            if _errno(exc) in (_ER_LOCK_WAIT_TIMEOUT, _ER_LOCK_DEADLOCK):
+                _log_event(cfg, country, "freeze_timeout", actor, run_id,
+                           f"in-flight writers did not finish within {drain_timeout_s}s")
+                raise WriteGateError(
+                    f"freeze of {country} timed out after {drain_timeout_s}s waiting for in-flight transactions "
+                    "that wrote its billing rows; nothing was frozen, writes stay enabled on legacy") from exc
+            raise
+        # Belt and braces: older writers that hold no lock on the routing row.
+        deadline = t0 + drain_timeout_s
+        while True:
+            old = _old_writers(cur, frozen_epoch)
+            conn.commit()
+            if not old:
+                break
+            if time.monotonic() >= deadline or already:
+                if already:
+                    break  # a repeated freeze does not wait again for writers it already let finish
+                _unfreeze_after_timeout(cfg, country, actor, run_id, drain_timeout_s, old)
+            time.sleep(0.1)
+        status = _read_status(cur, country)
+        conn.commit()
+    drain = round(time.monotonic() - t0, 3)
+    log.info("write gate: %s frozen by %s (run %s) after %.3fs drain", country, actor, run_id, drain)
+    return {**status, "already_frozen": already, "drain_s": drain}
+
+
+def _unfreeze_after_timeout(cfg: Config, country: str, actor: str, run_id: str, timeout_s: int,
+                            old: list[tuple[int, str, int]]) -> None:
+    with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE country_routing SET writes_frozen = 0, frozen_by = NULL, frozen_at = NULL, "
+                    "freeze_run_id = NULL WHERE country = %s AND serving_store = 'legacy' AND freeze_run_id = %s",
+                    (country, run_id))
+        threads = ", ".join(f"thread {t} (started {s}, {n} rows modified)" for t, s, n in old[:5])
+        _event(cur, country, "freeze_timeout", actor, run_id, f"unfrozen: in-flight writers: {threads}")
+        conn.commit()
+    raise WriteGateError(
+        f"freeze of {country} timed out after {timeout_s}s waiting for in-flight transactions ({threads}); "
+        "the freeze was undone, writes stay enabled on legacy")
+
+
+def unfreeze(cfg: Config, country: str, actor: str, run_id: str | None, reason: str,
+             force_rollback: bool = False) -> dict[str, Any]:
+    """Re-enable legacy writes; idempotent. A cut-over country is refused unless `force_rollback=True`, which
+    routes it back to legacy (writes made on Cassandra since the cut-over are NOT copied back)."""
+    country = normalize_country(country)
+    _check_actor(actor, run_id)
+    if not isinstance(reason, str) or not reason.strip():
+        raise WriteGateError("a reason is required to unfreeze")
+    with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
+        st = _read_status(cur, country, lock=True)
+        if st["serving_store"] == "cassandra" and not force_rollback:
+            conn.rollback()
+            raise WriteGateError(
+                f"{country} is already cut over to cassandra (run {st['cutover_run_id']}); unfreezing legacy "
+                "would split writes between two stores. Pass force_rollback=True to route it back to legacy.")
+        action = "rollback" if st["serving_store"] == "cassandra" else "unfreeze"
+        was_frozen = st["writes_frozen"] or st["serving_store"] == "cassandra"
+        if st["has_row"]:
+            cur.execute("UPDATE country_routing SET serving_store = 'legacy', writes_frozen = 0, frozen_by = NULL, "
+                        "frozen_at = NULL, freeze_run_id = NULL, cutover_at = NULL, cutover_run_id = NULL "
+                        "WHERE country = %s", (country,))
+        detail = reason if was_frozen else f"already writable; {reason}"
+        if action == "rollback":
+            detail = f"routed back to legacy from cassandra (cut over by {st['cutover_run_id']}): {reason}"
+        _event(cur, country, action, actor, run_id, detail)
+        conn.commit()
+        out = _read_status(cur, country)
+        conn.commit()
+    log.info("write gate: %s %s by %s (run %s): %s", country, action, actor, run_id, reason)
+    return {**out, "was_frozen": was_frozen, "action": action}
+
+
+def cutover(cfg: Config, country: str, actor: str, run_id: str) -> dict[str, Any]:
+    """Route the country to Cassandra; requires it frozen. Legacy stays frozen (the rollback copy)."""
+    country = normalize_country(country)
+    _check_actor(actor, run_id)
+    with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
+        st = _read_status(cur, country, lock=True)
+        if st["serving_store"] == "cassandra":
+            conn.rollback()
+            return {**st, "already_cut_over": True}
+        if not st["writes_frozen"]:
+            conn.rollback()
+            raise WriteGateError(f"cannot cut {country} over: its legacy writes are not frozen "
+                                 "(freeze, migrate and compare first)")
+        cur.execute("UPDATE country_routing SET serving_store = 'cassandra', writes_frozen = 1, cutover_at = NOW(3), "
+                    "cutover_run_id = %s WHERE country = %s", (run_id, country))
+        _event(cur, country, "cutover", actor, run_id, f"frozen since {st['frozen_at']} by {st['freeze_run_id']}")
+        conn.commit()
+        out = _read_status(cur, country)
+        conn.commit()
+    log.info("write gate: %s cut over to cassandra by %s (run %s)", country, actor, run_id)
+    return {**out, "already_cut_over": False}
+
+
+def status(cfg: Config, country: str) -> dict[str, Any]:
+    """Routing of one country (JSON-safe; a country without a row is legacy and writable)."""
+    country = normalize_country(country)
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        return _read_status(cur, country)
+
+
+def routing(cfg: Config) -> dict[str, str]:
+    """country -> serving store for every country with a routing row (others are served by legacy)."""
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT country, serving_store FROM country_routing ORDER BY country")
+        return {c: s for c, s in cur.fetchall()}
+
+
+def events(cfg: Config, country: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest write-gate events of a country, newest first."""
+    country = normalize_country(country)
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id, action, actor, run_id, detail, at FROM write_gate_events WHERE country = %s "
+                    "ORDER BY event_id DESC LIMIT %s", (country, int(limit)))
+        cols = ("event_id", "action", "actor", "run_id", "detail", "at")
+        return [{**dict(zip(cols, r, strict=True)), "at": _iso(r[5])} for r in cur.fetchall()]

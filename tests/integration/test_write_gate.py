@@ -1,0 +1,238 @@
+"""The write gate against the real MariaDB: enforced freeze, drain of in-flight writers, cut-over, rollback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from billing_migration import connections, write_gate
+from billing_migration.write_gate import WriteGateError
+
+FROZEN, OTHER = "NZ", "IE"
+RUN = "manual__2026-11-23T19:40:00+00:00"
+BASE = 7_000_000  # customer ids of this file, away from other tests' data
+
+
+def _seed(cfg) -> None:
+    """One customer per country with one row in every child table (ids derived from BASE)."""
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        for i, cc in enumerate((FROZEN, OTHER)):
+            cid, pid = BASE + i, 7000 + i
+            cur.execute("INSERT IGNORE INTO plans VALUES (%s,%s,'NZD','Std',9.99,2,'HD','2026-01-01 00:00:00')",
+                        (pid, cc))
+            cur.execute("INSERT IGNORE INTO customers VALUES (%s,%s,'a@x.io','A B','active',"
+                        "'2026-01-01 00:00:00.001',1,'2026-01-01 00:00:00')", (cid, cc))
+            cur.execute("INSERT IGNORE INTO subscriptions VALUES (%s,%s,%s,'active','2026-01-01 00:00:00',NULL,"
+                        "'2026-02-01','2026-01-01 00:00:00')", (cid, cid, pid))
+            cur.execute("INSERT IGNORE INTO plan_changes VALUES (%s,%s,%s,%s,%s,'2026-01-02 00:00:00',"
+                        "'2026-01-02 00:00:00')", (cid, cid, cid, pid, pid))
+            cur.execute("INSERT IGNORE INTO invoices VALUES (%s,%s,%s,'2026-01-01','2026-01-31',9.99,0,'NZD','paid',"
+                        "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (cid, cid, cid))
+            cur.execute("INSERT IGNORE INTO payments VALUES (%s,%s,%s,'card','tok_1',9.99,'NZD','succeeded',"
+                        "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (cid, cid, cid))
+            cur.execute("INSERT IGNORE INTO balance_transactions VALUES (%s,%s,'promo_credit',1.5,'NZD',NULL,NULL,"
+                        "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (cid, cid))
+        conn.commit()
+
+
+@pytest.fixture
+def gate(cfg, legacy_db):
+    _seed(cfg)
+    yield cfg
+    for cc in (FROZEN, OTHER):
+        st = write_gate.status(cfg, cc)
+        if st["writes_frozen"] or st["serving_store"] == "cassandra":
+            write_gate.unfreeze(cfg, cc, "pytest", RUN, reason="test teardown", force_rollback=True)
+
+
+def _app(cfg, sql: str, args: tuple = ()) -> int:
+    """One autocommitted statement as the legacy application; returns affected rows."""
+    with connections.mysql_conn("mysql_app", cfg, autocommit=True) as conn, conn.cursor() as cur:
+        return cur.execute(sql, args)
+
+
+def _writes(country_idx: int) -> list[tuple[str, str, tuple]]:
+    """(label, sql, args) of an insert, update and delete in every billing table for one seeded country."""
+    cid, pid = BASE + country_idx, 7000 + country_idx
+    cc = (FROZEN, OTHER)[country_idx]
+    new = BASE + 100 + country_idx
+    return [
+        ("plans insert", "INSERT INTO plans VALUES (%s,%s,'NZD','X',1,1,'SD','2026-01-01')", (pid + 100, cc)),
+        ("plans update", "UPDATE plans SET price = price + 1 WHERE plan_id = %s", (pid,)),
+        ("customers insert", "INSERT INTO customers VALUES (%s,%s,NULL,NULL,'active','2026-01-01',1,'2026-01-01')",
+         (new, cc)),
+        ("customers update", "UPDATE customers SET email = 'b@x.io' WHERE customer_id = %s", (cid,)),
+        ("subscriptions insert", "INSERT INTO subscriptions VALUES (%s,%s,%s,'active','2026-01-01',NULL,NULL,"
+         "'2026-01-01')", (new, cid, pid)),
+        ("subscriptions update", "UPDATE subscriptions SET status = 'on_hold' WHERE subscription_id = %s", (cid,)),
+        ("plan_changes insert", "INSERT INTO plan_changes VALUES (%s,%s,%s,%s,%s,'2026-01-03','2026-01-03')",
+         (new, cid, cid, pid, pid)),
+        ("plan_changes update", "UPDATE plan_changes SET changed_at = '2026-01-04' WHERE change_id = %s", (cid,)),
+        ("invoices insert", "INSERT INTO invoices VALUES (%s,%s,%s,'2026-02-01','2026-02-28',9.99,0,'NZD','pending',"
+         "'2026-02-01','2026-02-01')", (new, cid, cid)),
+        ("invoices update", "UPDATE invoices SET amount = 10 WHERE invoice_id = %s", (cid,)),
+        ("payments insert", "INSERT INTO payments VALUES (%s,%s,%s,'card',NULL,1,'NZD','failed','2026-02-01',"
+         "'2026-02-01')", (new, cid, cid)),
+        ("payments update", "UPDATE payments SET status = 'refunded' WHERE payment_id = %s", (cid,)),
+        ("balance_transactions insert", "INSERT INTO balance_transactions VALUES (%s,%s,'promo_credit',1,'NZD',NULL,"
+         "NULL,'2026-02-01','2026-02-01')", (new, cid)),
+        ("balance_transactions update", "UPDATE balance_transactions SET amount = 2 WHERE txn_id = %s", (cid,)),
+        # deletes, children first so the foreign keys would allow them
+        ("balance_transactions delete", "DELETE FROM balance_transactions WHERE txn_id = %s", (cid,)),
+        ("payments delete", "DELETE FROM payments WHERE payment_id = %s", (cid,)),
+        ("invoices delete", "DELETE FROM invoices WHERE invoice_id IN (%s, %s)", (new, BASE + 9_999)),
+        ("plan_changes delete", "DELETE FROM plan_changes WHERE change_id = %s", (cid,)),
+        ("subscriptions delete", "DELETE FROM subscriptions WHERE subscription_id = %s", (new,)),
+        ("customers delete", "DELETE FROM customers WHERE customer_id = %s", (new,)),
+        ("plans delete", "DELETE FROM plans WHERE plan_id = %s", (pid + 100,)),
+    ]
+
+
+def test_freeze_refuses_every_write_of_the_country_and_only_that_country(gate):
+    cfg = gate
+    out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+    assert out["writes_frozen"] is True and out["freeze_run_id"] == RUN and out["serving_store"] == "legacy"
+    # deletes of rows that exist in the frozen country (the "new" rows were never written there)
+    frozen_writes = [w for w in _writes(0) if "delete" not in w[0]] + [
+        ("balance_transactions delete", "DELETE FROM balance_transactions WHERE txn_id = %s", (BASE,)),
+        ("payments delete", "DELETE FROM payments WHERE payment_id = %s", (BASE,)),
+        ("invoices delete", "DELETE FROM invoices WHERE invoice_id = %s", (BASE,)),
+        ("plan_changes delete", "DELETE FROM plan_changes WHERE change_id = %s", (BASE,)),
+        ("subscriptions delete", "DELETE FROM subscriptions WHERE subscription_id = %s", (BASE,)),
+        ("customers delete", "DELETE FROM customers WHERE customer_id = %s", (BASE,)),
+        ("plans delete", "DELETE FROM plans WHERE plan_id = %s", (7000,)),
+    ]
+    for label, sql, args in frozen_writes:
+        with pytest.raises(Exception, match=f"billing writes for country {FROZEN} are frozen") as err:
+            _app(cfg, sql, args)
+        assert RUN in str(err.value), label
+        assert err.value.args[0] == 1644, label  # ER_SIGNAL_EXCEPTION (SQLSTATE 45000)
+    # moving a row into the frozen country is refused too
+    with pytest.raises(Exception, match="are frozen"):
+        _app(cfg, "UPDATE customers SET country = %s WHERE customer_id = %s", (FROZEN, BASE + 1))
+    # every write of the other country passes
+    for label, sql, args in _writes(1):
+        assert _app(cfg, sql, args) >= 0, label
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT email FROM customers WHERE customer_id = %s", (BASE,))
+        assert cur.fetchone()[0] == "a@x.io"  # the frozen country's row is untouched
+        cur.execute("SELECT COUNT(*) FROM payments WHERE customer_id = %s", (BASE,))
+        assert cur.fetchone()[0] == 1
+
+
+def test_acknowledged_writes_of_a_concurrent_writer_survive_the_freeze(gate):
+    cfg = gate
+    acked: list[int] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        with connections.mysql_conn("mysql_app", cfg, autocommit=True) as conn, conn.cursor() as cur:
+            cid = BASE + 1000
+            while not stop.is_set() and len(refused) < 5:
+                try:
+                    cur.execute("INSERT INTO customers VALUES (%s,%s,NULL,NULL,'active','2026-01-01',1,"
+                                "'2026-01-01')", (cid, FROZEN))
+                    acked.append(cid)
+                except Exception as exc:
+                    assert "are frozen" in str(exc)
+                    refused.append(cid)
+                cid += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.5)
+    write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=10)
+    t.join(timeout=30)
+    stop.set()
+    assert acked and len(refused) == 5
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT customer_id FROM customers WHERE customer_id >= %s", (BASE + 1000,))
+        present = {r[0] for r in cur.fetchall()}
+    assert set(acked) <= present
+    assert not set(refused) & present
+
+
+def test_freeze_waits_for_an_in_flight_transaction(gate):
+    cfg = gate
+    done: dict = {}
+    with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
+        cur.execute("INSERT INTO invoices VALUES (%s,%s,%s,'2026-03-01','2026-03-31',5,0,'NZD','pending',"
+                    "'2026-03-01','2026-03-01')", (BASE + 500, BASE, BASE))
+        t = threading.Thread(target=lambda: done.update(write_gate.freeze(cfg, FROZEN, "pytest", RUN,
+                                                                          drain_timeout_s=20)))
+        t.start()
+        time.sleep(1.5)
+        assert not done, "freeze returned while a transaction that wrote the country was still open"
+        cur.execute("UPDATE invoices SET amount = 6 WHERE invoice_id = %s", (BASE + 500,))  # still allowed
+        app.commit()
+        t.join(timeout=20)
+    assert done["writes_frozen"] is True and done["drain_s"] >= 1.0
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT amount FROM invoices WHERE invoice_id = %s", (BASE + 500,))
+        assert str(cur.fetchone()[0]) == "6.0000"
+    with pytest.raises(Exception, match="are frozen"):
+        _app(cfg, "UPDATE invoices SET amount = 7 WHERE invoice_id = %s", (BASE + 500,))
+
+
+def test_freeze_times_out_clearly_and_leaves_the_country_writable(gate):
+    cfg = gate
+    with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
+        cur.execute("UPDATE customers SET full_name = 'In Flight' WHERE customer_id = %s", (BASE,))
+        t0 = time.monotonic()
+        with pytest.raises(WriteGateError, match=r"timed out after 2s .*writes stay enabled"):
+            write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=2)
+        assert 1.5 < time.monotonic() - t0 < 15
+        app.commit()  # the in-flight writer is not harmed
+    assert write_gate.status(cfg, FROZEN)["writes_frozen"] is False
+    assert _app(cfg, "UPDATE customers SET full_name = 'After' WHERE customer_id = %s", (BASE,)) == 1
+    assert write_gate.events(cfg, FROZEN, limit=1)[0]["action"] == "freeze_timeout"
+
+
+def test_idempotent_freeze_and_unfreeze(gate):
+    cfg = gate
+    first = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+    second = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+    assert first["already_frozen"] is False and second["already_frozen"] is True
+    assert second["frozen_at"] == first["frozen_at"]
+    out = write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="test")
+    assert out["writes_frozen"] is False and out["was_frozen"] is True
+    again = write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="test")
+    assert again["was_frozen"] is False
+    assert _app(cfg, "UPDATE customers SET email = 'c@x.io' WHERE customer_id = %s", (BASE,)) == 1
+    actions = [e["action"] for e in write_gate.events(cfg, FROZEN, limit=4)]
+    assert actions == ["unfreeze", "unfreeze", "freeze", "freeze"]
+    assert all(e["actor"] == "pytest" and e["run_id"] == RUN for e in write_gate.events(cfg, FROZEN, limit=4))
+
+
+def test_cutover_keeps_legacy_frozen_and_flips_routing(gate):
+    cfg = gate
+    with pytest.raises(WriteGateError, match="not frozen"):
+        write_gate.cutover(cfg, FROZEN, "pytest", RUN)
+    write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+    out = write_gate.cutover(cfg, FROZEN, "pytest", RUN)
+    assert out["serving_store"] == "cassandra" and out["cutover_run_id"] == RUN and out["cutover_at"]
+    assert write_gate.cutover(cfg, FROZEN, "pytest", RUN)["already_cut_over"] is True
+    assert write_gate.routing(cfg)[FROZEN] == "cassandra"
+    assert write_gate.status(cfg, "us")["serving_store"] == "legacy"  # no row: legacy, writable
+    with pytest.raises(Exception, match="served by cassandra"):
+        _app(cfg, "UPDATE payments SET status = 'failed' WHERE payment_id = %s", (BASE,))
+    assert write_gate.freeze(cfg, FROZEN, "pytest", RUN)["serving_store"] == "cassandra"  # no-op
+    with pytest.raises(WriteGateError, match="already cut over"):
+        write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="oops")
+    back = write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="rollback drill", force_rollback=True)
+    assert back["action"] == "rollback" and back["serving_store"] == "legacy" and back["writes_frozen"] is False
+    assert _app(cfg, "UPDATE payments SET status = 'failed' WHERE payment_id = %s", (BASE,)) == 1
+
+
+def test_bad_input_is_refused(gate):
+    cfg = gate
+    with pytest.raises(ValueError, match="ISO"):
+        write_gate.freeze(cfg, "XX", "pytest", RUN)
+    with pytest.raises(WriteGateError, match="actor"):
+        write_gate.freeze(cfg, FROZEN, " ", RUN)
+    with pytest.raises(WriteGateError, match="reason"):
+        write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="")
+    assert write_gate.status(cfg, FROZEN)["writes_frozen"] is False
