@@ -1,0 +1,407 @@
+"""Nightly reconciliation of the two stores from their snapshots, and the on-request customer re-sync.
+
+Three checks per country (the talk's "daily automated snapshot reconciliation", "checks on row counts",
+"run financial reports on both databases"):
+  1. row counts per table;
+  2. every record field by field (missing / extra / different / duplicate, keys listed, PII masked);
+  3. financial totals per currency and day (invoiced, tax, paid, refunded, charged back, gift-card and
+     credit balance movements), aggregated on each side separately, compared exactly (DECIMAL, never float).
+
+Source of truth and what a difference means:
+  - frozen, not yet cut over (serving_store=legacy, writes_frozen=1): MySQL is the truth. Any difference is
+    a migration defect; fix = `resync_customers` (MySQL -> Cassandra, whole partition replaced).
+  - cut over (serving_store=cassandra): Cassandra is the truth, MySQL is the frozen rollback copy.
+      * Cassandra rows written after `cutover_at` (new invoices, status changes) are expected divergence:
+        kind `post_cutover_change`, counted, never a failure, left out of the financial comparison.
+      * A legacy row whose `updated_at` is after `cutover_at` means someone wrote to the frozen legacy:
+        kind `legacy_changed_after_cutover`. It is drift to report and the run fails; it is NEVER copied
+        into Cassandra (resync refuses the direction unless an operator forces it for named customers).
+      * Any other difference is drift in the serving store; reported with the fix "investigate; restore
+        from the legacy copy only with resync_force_from_legacy".
+Nothing is fixed silently: re-sync only runs for customer ids an operator passes as a DAG param.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from billing_migration import connections, pii, s3io, schema, snapshot
+from billing_migration.config import Config, normalize_country
+from billing_migration.snapshot import Routing
+
+log = logging.getLogger(__name__)
+
+FAILING_KINDS = ("missing", "extra", "different", "duplicate", "legacy_changed_after_cutover")
+DIFF_SCHEMA = pa.schema([
+    ("country", pa.string()), ("table", pa.string()), ("key", pa.int64()), ("customer_id", pa.int64()),
+    ("kind", pa.string()), ("field", pa.string()), ("mysql_value", pa.string()),
+    ("cassandra_value", pa.string()), ("fix", pa.string()),
+])
+METRICS = ("invoiced", "invoiced_tax", "paid", "refunded", "charged_back", "gift_card_balance", "credit_balance")
+
+
+class ReconciliationFailed(RuntimeError):
+    """The stores disagree, or expected state is absent; the message names the report on S3."""
+
+
+class ResyncRefused(RuntimeError):
+    """A re-sync would copy data against the direction of the source of truth."""
+
+
+def report_prefix(cfg: Config, day: dt.date | str, country: str) -> str:
+    return f"{cfg.s3_prefix}nightly/reconcile/date={snapshot._day(day)}/country={country}/"
+
+
+def _stats():
+    try:
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # pragma: no cover - older Airflow
+        from airflow.stats import Stats
+    return Stats
+
+
+def _con() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+# ------------------------------------------------------------------------------------------- field by field
+def compare_table(table: str, mysql: pa.Table, cassandra: pa.Table) -> pa.Table:
+    """Differences of one table between the two snapshots, with both `updated_at`s for classification.
+
+    Columns: table, key, customer_id, kind, field, mysql_value, cassandra_value, m_updated_at, c_updated_at.
+    """
+    t = schema.TABLES_BY_NAME[table]
+    key = t.key
+    cust = "customer_id" if "customer_id" in t.column_names else "NULL::BIGINT"
+    con = _con()
+    con.register("m", mysql)
+    con.register("c", cassandra)
+
+    def cust_of(alias: str) -> str:
+        return f"{alias}.customer_id" if cust == "customer_id" else cust
+
+    parts = [
+        f"""SELECT '{table}' AS tbl, {key} AS key, {cust_of('m')} AS customer_id, 'duplicate' AS kind,
+                   NULL AS field, CAST(count(*) AS VARCHAR) AS mv, NULL AS cv,
+                   max(updated_at) AS mu, NULL::TIMESTAMPTZ AS cu
+            FROM m GROUP BY ALL HAVING count(*) > 1""",
+        f"""SELECT '{table}', {key}, {cust_of('c')}, 'duplicate', NULL, NULL, CAST(count(*) AS VARCHAR),
+                   NULL::TIMESTAMPTZ, max(updated_at)
+            FROM c GROUP BY ALL HAVING count(*) > 1""",
+        f"""SELECT '{table}', m.{key}, {cust_of('m')}, 'missing', NULL, NULL, NULL, m.updated_at, NULL::TIMESTAMPTZ
+            FROM m ANTI JOIN c ON m.{key} = c.{key}""",
+        f"""SELECT '{table}', c.{key}, {cust_of('c')}, 'extra', NULL, NULL, NULL, NULL::TIMESTAMPTZ, c.updated_at
+            FROM c ANTI JOIN m ON m.{key} = c.{key}""",
+    ]
+    for col in t.column_names:
+        if col == key:
+            continue
+        parts.append(
+            f"""SELECT '{table}', m.{key}, {cust_of('m')}, 'different', '{col}',
+                       CAST(m."{col}" AS VARCHAR), CAST(c."{col}" AS VARCHAR), m.updated_at, c.updated_at
+                FROM m JOIN c ON m.{key} = c.{key} WHERE m."{col}" IS DISTINCT FROM c."{col}" """)
+    sql = " UNION ALL ".join(parts) + " ORDER BY 2, 4, 5"
+    out = con.execute(sql).to_arrow_table()
+    con.close()
+    return out.rename_columns(["table", "key", "customer_id", "kind", "field", "mysql_value",
+                               "cassandra_value", "m_updated_at", "c_updated_at"])
+
+
+def classify(diffs: list[dict[str, Any]], routing: Routing) -> list[dict[str, Any]]:
+    """Apply the source-of-truth rules (module docstring) and attach the fix to each difference."""
+    cut = routing.cutover_at.replace(tzinfo=dt.UTC) if routing.cutover_at else None
+    post = routing.serving_store == "cassandra"
+    out = []
+    for d in diffs:
+        kind = d["kind"]
+        mu, cu = d.get("m_updated_at"), d.get("c_updated_at")
+        if post and cut is not None and kind in ("missing", "extra", "different"):
+            if mu is not None and mu > cut:
+                kind = "legacy_changed_after_cutover"
+            elif cu is not None and cu > cut:
+                kind = "post_cutover_change"
+        if kind == "post_cutover_change":
+            fix = ""
+        elif kind == "legacy_changed_after_cutover":
+            fix = ("legacy row written after cut-over (freeze bypassed): investigate the writer; the change is "
+                   "never copied to cassandra")
+        elif post:
+            fix = ("cassandra is the source of truth: investigate; restore this customer from the frozen legacy "
+                   "copy only via params resync_customer_ids + resync_force_from_legacy=true")
+        else:
+            fix = f"trigger nightly_billing with params resync_customer_ids=[{d['customer_id']}] (mysql -> cassandra)"
+        field = d.get("field")
+        out.append({**d, "kind": kind, "raw_kind": d["kind"], "fix": fix,
+                    "mysql_value": pii.mask_field(field or "", d.get("mysql_value")),
+                    "cassandra_value": pii.mask_field(field or "", d.get("cassandra_value"))})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- money
+def financial_totals(tables: dict[str, pa.Table], exclude: dict[str, list[int]] | None = None) -> pa.Table:
+    """Totals per (currency, day, metric) of one store's snapshot, as DECIMAL (exact to the cent and below).
+
+    `exclude` leaves out keys per table (post-cut-over changes, which only the live store has).
+    """
+    con = _con()
+    for name in ("invoices", "payments", "balance_transactions"):
+        con.register(f"{name}_all", tables[name])
+        keys = pa.table({"k": pa.array((exclude or {}).get(name, []), pa.int64())})
+        con.register(f"{name}_ex", keys)
+        key = schema.TABLES_BY_NAME[name].key
+        con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM {name}_all "
+                    f"WHERE {key} NOT IN (SELECT k FROM {name}_ex)")
+    sql = """
+      SELECT currency, CAST(created_at AS DATE) AS day, 'invoiced' AS metric, sum(amount) AS total
+        FROM invoices GROUP BY ALL
+      UNION ALL SELECT currency, CAST(created_at AS DATE), 'invoiced_tax', sum(tax) FROM invoices GROUP BY ALL
+      UNION ALL SELECT currency, CAST(processed_at AS DATE),
+               CASE status WHEN 'succeeded' THEN 'paid' ELSE status END, sum(amount)
+        FROM payments WHERE status IN ('succeeded', 'refunded', 'charged_back') GROUP BY ALL
+      UNION ALL SELECT currency, CAST(created_at AS DATE),
+               CASE WHEN kind = 'gift_card_redemption' THEN 'gift_card_balance' ELSE 'credit_balance' END,
+               sum(amount)
+        FROM balance_transactions GROUP BY ALL
+    """
+    out = con.execute(f"SELECT * FROM ({sql}) ORDER BY ALL").to_arrow_table()
+    con.close()
+    return out.cast(pa.schema([("currency", pa.string()), ("day", pa.date32()), ("metric", pa.string()),
+                               ("total", pa.decimal128(38, schema.DECIMAL_SCALE))]))
+
+
+def compare_totals(mysql: pa.Table, cassandra: pa.Table) -> list[dict[str, Any]]:
+    """Every (currency, day, metric) where the two sides' totals differ; diff = cassandra - mysql."""
+    con = _con()
+    con.register("m", mysql)
+    con.register("c", cassandra)
+    rows = con.execute("""
+      SELECT coalesce(m.currency, c.currency), coalesce(m.day, c.day), coalesce(m.metric, c.metric),
+             m.total, c.total
+      FROM m FULL OUTER JOIN c ON m.currency IS NOT DISTINCT FROM c.currency AND m.day = c.day
+                                AND m.metric = c.metric
+      WHERE m.total IS DISTINCT FROM c.total ORDER BY ALL""").fetchall()
+    con.close()
+    out = []
+    for cur, day, metric, mt, ct in rows:
+        diff = (ct or Decimal(0)) - (mt or Decimal(0))
+        out.append({"currency": cur, "day": day.isoformat(), "metric": metric,
+                    "mysql": mt, "cassandra": ct, "diff": diff})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- per country
+@dataclass
+class CountryResult:
+    country: str
+    ok: bool
+    problems: list[str]
+    report_uri: str
+    counts: dict[str, dict[str, int]]
+    failing: int
+    post_cutover_changes: int
+    customers: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _previous_counts(cfg: Config, client, day: dt.date, country: str) -> dict[str, Any] | None:
+    key = report_prefix(cfg, day - dt.timedelta(days=1), country) + "report.json"
+    if not s3io.exists(client, cfg.s3_bucket, key):
+        return None
+    return s3io.get_json(client, cfg.s3_bucket, key).get("counts")
+
+
+def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_threshold: float = 0.05,
+                      client=None) -> dict[str, Any]:
+    """Run the three checks on the day's snapshots of one country and write the report; never raises on a
+    mismatch (the DAG's `assert_reconciled` does, so every country is reported first)."""
+    t0 = time.monotonic()
+    day = dt.date.fromisoformat(snapshot._day(day))
+    country = normalize_country(routing.country)
+    client = client or connections.s3_client(cfg)
+    prefix = report_prefix(cfg, day, country)
+    uri = f"s3://{cfg.s3_bucket}/{prefix}report.json"
+    snaps = {store: {t.name: snapshot.read_snapshot(cfg, day, store, country, t.name, client)
+                     for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
+    counts = {store: {t: tb.num_rows for t, tb in snaps[store].items()} for store in snapshot.STORES}
+    problems: list[str] = []
+
+    raw: list[dict[str, Any]] = []
+    for t in snapshot.SNAPSHOT_TABLES:
+        raw += compare_table(t.name, snaps["mysql"][t.name], snaps["cassandra"][t.name]).to_pylist()
+    diffs = classify(raw, routing)
+    failing = [d for d in diffs if d["kind"] in FAILING_KINDS]
+    expected = [d for d in diffs if d["kind"] == "post_cutover_change"]
+    for t in snapshot.SNAPSHOT_TABLES:
+        # Rows created in Cassandra after cut-over are expected; every other count difference is not.
+        new_rows = sum(1 for d in expected if d["table"] == t.name and d["raw_kind"] == "extra")
+        m, c = counts["mysql"][t.name], counts["cassandra"][t.name]
+        if m != c - new_rows:
+            problems.append(f"row count {t.name}: mysql {m} != cassandra {c}"
+                            + (f" - {new_rows} created after cut-over" if new_rows else ""))
+
+    exclude: dict[str, list[int]] = {}
+    for d in expected:
+        exclude.setdefault(d["table"], []).append(d["key"])
+    totals_m = financial_totals(snaps["mysql"], exclude)
+    totals_c = financial_totals(snaps["cassandra"], exclude)
+    money = compare_totals(totals_m, totals_c)
+    for m in money:
+        problems.append(f"financial total {m['metric']} {m['currency']} {m['day']}: mysql {m['mysql']} "
+                        f"cassandra {m['cassandra']} (diff {m['diff']})")
+    if failing:
+        kinds: dict[str, int] = {}
+        for d in failing:
+            kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+        problems.append(f"{len(failing)} record differences: {kinds}")
+
+    # Absence of expected state.
+    serving = routing.source_of_truth
+    state = "migrated" if serving == "cassandra" else "frozen (mid-migration)"
+    for store in snapshot.STORES:
+        if counts[store]["customers"] == 0:
+            problems.append(f"no customers in the {store} snapshot of {country}, a {state} country")
+    prev = _previous_counts(cfg, client, day, country)
+    if prev:
+        for store in snapshot.STORES:
+            before = sum(prev.get(store, {}).values())
+            now = sum(counts[store].values())
+            if before and now < before * (1 - drift_threshold):
+                problems.append(f"{store} snapshot shrank from {before} to {now} rows since {day - dt.timedelta(1)} "
+                                f"(threshold {drift_threshold:.0%})")
+
+    customers = sorted({d["customer_id"] for d in failing if d["customer_id"] is not None})
+    fixes: dict[int, str] = {}
+    for d in failing:
+        if d["customer_id"] is not None:
+            fixes.setdefault(d["customer_id"], d["fix"])
+    rows = [{k: d.get(k) for k in DIFF_SCHEMA.names} | {"country": country} for d in diffs]
+    s3io.put_parquet(client, cfg.s3_bucket, prefix + "differences.parquet",
+                     pa.Table.from_pylist(rows, schema=DIFF_SCHEMA))
+    tot = pa.concat_tables([totals_m.append_column("store", pa.array(["mysql"] * totals_m.num_rows)),
+                            totals_c.append_column("store", pa.array(["cassandra"] * totals_c.num_rows))])
+    s3io.put_parquet(client, cfg.s3_bucket, prefix + "totals.parquet", tot)
+    ok = not problems
+    report = {
+        "date": day.isoformat(), "country": country, "ok": ok, "routing": routing.as_dict(),
+        "source_of_truth": serving, "counts": counts, "problems": problems,
+        "differences": {"failing": len(failing), "post_cutover_change": len(expected),
+                        "parquet": f"s3://{cfg.s3_bucket}/{prefix}differences.parquet"},
+        "customers": [{"customer_id": c, "fix": fixes[c]} for c in customers],
+        "financial_differences": money,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    s3io.put_json(client, cfg.s3_bucket, prefix + "report.json", report)
+    stats = _stats()
+    for store in snapshot.STORES:
+        stats.gauge(f"billing_nightly.snapshot_rows.{store}.{country}", sum(counts[store].values()))
+    stats.gauge(f"billing_nightly.record_differences.{country}", len(failing))
+    stats.gauge(f"billing_nightly.financial_differences.{country}", len(money))
+    if not ok:
+        stats.incr("billing_nightly.reconcile_failed")
+    log.info("reconcile %s: ok=%s problems=%d report=%s", country, ok, len(problems), uri)
+    return CountryResult(country, ok, problems, uri, counts, len(failing), len(expected), customers).as_dict()
+
+
+def assert_reconciled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fail loudly if any country did not reconcile; the message names each report on S3."""
+    bad = [r for r in results if not r["ok"]]
+    if bad:
+        lines = [f"{r['country']}: {'; '.join(r['problems'][:5])} -> report {r['report_uri']}" for r in bad]
+        raise ReconciliationFailed(f"{len(bad)} of {len(results)} countries did not reconcile:\n" +
+                                   "\n".join(lines))
+    return {"countries": [r["country"] for r in results], "ok": True}
+
+
+# ------------------------------------------------------------------------------------------- re-sync
+def read_customer_mysql(cfg: Config, customer_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Every legacy row of one customer, per table (read-only role, one consistent snapshot)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        for t in schema.CUSTOMER_TABLES:
+            cols = ", ".join(f"`{c}`" for c in t.column_names)
+            cur.execute(f"SELECT {cols} FROM `{t.name}` WHERE customer_id = %s ORDER BY `{t.key}`",
+                        (customer_id,))
+            out[t.name] = [dict(zip(t.column_names, r, strict=True)) for r in cur.fetchall()]
+        conn.rollback()
+    return out
+
+
+def _partition_statements(session, rows: dict[str, list[dict[str, Any]]], run_id: str, ts: int):
+    from cassandra.query import BatchStatement, BatchType
+
+    cust = rows["customers"][0]
+    cid = cust["customer_id"]
+    batch = BatchStatement(batch_type=BatchType.LOGGED)
+    batch.add(f"DELETE FROM customer_billing USING TIMESTAMP {ts - 1} WHERE customer_id = %s", (cid,))
+    statics = ["customer_id", *schema.CUSTOMER_STATIC.values(), "customer_run_id"]
+    vals = [cid, *(cust[k] for k in schema.CUSTOMER_STATIC), run_id]
+    batch.add(f"INSERT INTO customer_billing ({', '.join(statics)}) VALUES ({', '.join(['%s'] * len(vals))}) "
+              f"USING TIMESTAMP {ts}", vals)
+    for t in schema.ENTITY_TABLES:
+        for r in rows[t.name]:
+            cols = schema.entity_row_columns(t)
+            names = ["customer_id", "entity_type", "entity_id", *cols, "run_id"]
+            v = [cid, t.entity, r[t.key], *(r[c] for c in cols), run_id]
+            batch.add(f"INSERT INTO customer_billing ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(v))}) "
+                      f"USING TIMESTAMP {ts}", v)
+    return batch
+
+
+def resync_customers(cfg: Config, customer_ids: list[int], run_id: str, force_from_legacy: bool = False,
+                     routing: dict[str, Routing] | None = None) -> dict[str, Any]:
+    """Replace each named customer's Cassandra partition with the complete legacy customer.
+
+    Allowed when MySQL is the source of truth (frozen, not cut over). After cut-over Cassandra is the
+    truth: refused unless `force_from_legacy` (an operator restoring named customers from the rollback
+    copy). A customer absent from MySQL has its Cassandra partition deleted (pre-cut-over only).
+    """
+    ids = []
+    for c in customer_ids or []:
+        if isinstance(c, bool) or not str(c).strip().isdigit():
+            raise ValueError(f"resync_customer_ids must be integers, got {c!r}")
+        ids.append(int(c))
+    routing = routing or snapshot.read_routing(cfg)
+    done: list[int] = []
+    deleted: list[int] = []
+    with connections.cassandra_session(cfg) as session:
+        for cid in sorted(set(ids)):
+            rows = read_customer_mysql(cfg, cid)
+            if rows["customers"]:
+                cc = rows["customers"][0]["country"]
+            else:
+                found = session.execute("SELECT country FROM customer_billing WHERE customer_id = %s LIMIT 1",
+                                        (cid,)).one()
+                if found is None:
+                    raise ValueError(f"customer {cid} exists in neither store")
+                cc = found.country
+            r = routing.get(cc) or Routing(cc, "legacy", False, None)
+            if r.serving_store == "cassandra" and not force_from_legacy:
+                raise ResyncRefused(f"customer {cid} ({cc}): {cc} is cut over, cassandra is the source of truth; "
+                                    "pass resync_force_from_legacy=true to restore from the legacy copy")
+            ts = int(time.time() * 1_000_000)
+            if not rows["customers"]:
+                session.execute(f"DELETE FROM customer_billing USING TIMESTAMP {ts} WHERE customer_id = %s", (cid,))
+                session.execute("DELETE FROM customers_by_country WHERE country = %s AND bucket = %s "
+                                "AND customer_id = %s", (cc, schema.customer_bucket(cid), cid))
+                deleted.append(cid)
+                continue
+            session.execute(_partition_statements(session, rows, run_id, ts))
+            session.execute("INSERT INTO customers_by_country (country, bucket, customer_id, run_id) "
+                            "VALUES (%s, %s, %s, %s)", (cc, schema.customer_bucket(cid), cid, run_id))
+            done.append(cid)
+    log.info("resync: %d customers replaced from mysql, %d deleted from cassandra", len(done), len(deleted))
+    _stats().incr("billing_nightly.resynced_customers", len(done) + len(deleted))
+    return {"resynced": done, "deleted": deleted}

@@ -1,0 +1,339 @@
+"""Nightly snapshots of both stores as hive-partitioned Parquet on S3, in the legacy tables' shape.
+
+Why snapshots and not live reads: the Netflix renewal crawler first iterated every Cassandra row from one
+process, which stopped scaling; they replaced it with a snapshot to S3 plus MapReduce. Here the Cassandra
+snapshot is N parallel token-range scans of `customer_billing` (one mapped task per split, paged with
+`fetch_size`, rows streamed into Parquet writers so memory stays bounded by one page plus one row group),
+and the MySQL snapshot is a chunked keyset read inside one consistent-snapshot, read-only transaction.
+
+Both stores land in the same shape (the legacy tables and column names), so reconciliation and the renewal
+crawl run on Parquet with DuckDB/pandas and never touch the serving stores again:
+
+  {prefix}nightly/snapshots/date=D/store={mysql|cassandra}/country=CC/table=T/part-N.parquet
+
+N is the token split for Cassandra (0 for MySQL and for plans). Every (country, table) of a split gets a
+file, even an empty one, so a missing file always means a missing task, never "no rows".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from billing_migration import connections, s3io, schema
+from billing_migration.config import Config, normalize_country
+
+log = logging.getLogger(__name__)
+
+MIN_TOKEN = -(2**63)  # Murmur3 never yields this token, so `token > MIN_TOKEN` covers the whole ring
+MAX_TOKEN = 2**63 - 1
+STORES = ("mysql", "cassandra")
+SNAPSHOT_TABLES: tuple[schema.Table, ...] = schema.TABLES  # plans + every per-customer table
+CUSTOMER_TABLES = schema.CUSTOMER_TABLES
+ROW_GROUP_ROWS = 20_000
+PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
+
+ARROW_TYPES = {
+    "bigint": pa.int64(), "int": pa.int64(), "tinyint": pa.int64(), "text": pa.string(),
+    "decimal": pa.decimal128(38, schema.DECIMAL_SCALE), "timestamp": pa.timestamp("ms", tz="UTC"),
+    "date": pa.date32(),
+}
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot could not be taken faithfully (unknown entity type, value that would lose precision...)."""
+
+
+def arrow_schema(table: schema.Table) -> pa.Schema:
+    """Snapshot schema of a legacy table: integers widened to int64 so both stores compare type for type."""
+    return pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], c.nullable) for c in table.columns])
+
+
+# ------------------------------------------------------------------------------------------- layout
+def snapshot_prefix(cfg: Config, day: dt.date | str, store: str | None = None, country: str | None = None) -> str:
+    p = f"{cfg.s3_prefix}nightly/snapshots/date={_day(day)}/"
+    if store:
+        p += f"store={store}/"
+        if country:
+            p += f"country={country}/"
+    return p
+
+
+def snapshot_key(cfg: Config, day: dt.date | str, store: str, country: str, table: str, part: int) -> str:
+    return f"{snapshot_prefix(cfg, day, store, country)}table={table}/part-{part}.parquet"
+
+
+def _day(day: dt.date | str) -> str:
+    return day.isoformat() if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10]).isoformat()
+
+
+# ------------------------------------------------------------------------------------------- routing
+@dataclass(frozen=True)
+class Routing:
+    country: str
+    serving_store: str  # 'legacy' | 'cassandra'
+    writes_frozen: bool
+    cutover_at: dt.datetime | None
+
+    @property
+    def in_scope(self) -> bool:
+        """Reconciled nightly: migrated (serving from Cassandra) or mid-migration (frozen)."""
+        return self.serving_store == "cassandra" or self.writes_frozen
+
+    @property
+    def source_of_truth(self) -> str:
+        return "cassandra" if self.serving_store == "cassandra" else "mysql"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"country": self.country, "serving_store": self.serving_store,
+                "writes_frozen": self.writes_frozen,
+                "cutover_at": self.cutover_at.isoformat() if self.cutover_at else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Routing:
+        cut = d.get("cutover_at")
+        return cls(d["country"], d["serving_store"], bool(d["writes_frozen"]),
+                   dt.datetime.fromisoformat(cut) if cut else None)
+
+
+def read_routing(cfg: Config) -> dict[str, Routing]:
+    """country_routing read with the read-only role (countries absent from it are served by legacy)."""
+    out = {cc: Routing(cc, "legacy", False, None) for cc in cfg.countries}
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT country, serving_store, writes_frozen, cutover_at FROM country_routing")
+        for cc, store, frozen, cut in cur.fetchall():
+            out[cc] = Routing(cc, store, bool(frozen), cut)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- writers
+class _PartWriter:
+    """Streams record batches of one table into a local Parquet file, then uploads it whole."""
+
+    def __init__(self, table: schema.Table, tmpdir: str) -> None:
+        self.table = table
+        self.schema = arrow_schema(table)
+        self.cols: dict[str, list[Any]] = {n: [] for n in self.schema.names}
+        self.path = os.path.join(tmpdir, f"{table.name}.parquet")
+        self.writer = pq.ParquetWriter(self.path, self.schema, **PARQUET_OPTS)
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name, values in self.cols.items():
+            values.append(row.get(name))
+        if len(self.cols[self.schema.names[0]]) >= ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.cols[self.schema.names[0]])
+        if not n:
+            return
+        try:
+            arrays = [pa.array(self.cols[f.name], type=f.type) for f in self.schema]
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SnapshotError(f"table {self.table.name}: value does not fit the snapshot schema: {exc}") from exc
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=ROW_GROUP_ROWS)
+        self.rows += n
+        for values in self.cols.values():
+            values.clear()
+
+    def finish(self, client, bucket: str, key: str) -> int:
+        self.flush()
+        self.writer.close()
+        client.upload_file(self.path, bucket, key)
+        return self.rows
+
+
+# ------------------------------------------------------------------------------------------- Cassandra
+def token_splits(n: int) -> list[dict[str, int]]:
+    """N contiguous (lo, hi] ranges covering the whole Murmur3 ring."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
+        raise ValueError(f"token splits must be an integer in [1, 1024], got {n!r}")
+    step = 2**64 // n
+    bounds = [MIN_TOKEN + i * step for i in range(n)] + [MAX_TOKEN]
+    return [{"split": i, "lo": bounds[i], "hi": bounds[i + 1]} for i in range(n)]
+
+
+def _cql_columns() -> list[str]:
+    statics = list(schema.CUSTOMER_STATIC.values())
+    ents = [c for c in schema.entity_columns() if c != "updated_at"]
+    return ["customer_id", "entity_type", "entity_id", *statics, *ents, "updated_at"]
+
+
+def _to_py(value: Any) -> Any:
+    """Driver types -> plain Python (cassandra.util.Date -> date)."""
+    if value is not None and type(value).__name__ == "Date" and hasattr(value, "date"):
+        return value.date()
+    return value
+
+
+def _customer_row(r: dict[str, Any]) -> dict[str, Any]:
+    row = {"customer_id": r["customer_id"]}
+    for legacy, cql in schema.CUSTOMER_STATIC.items():
+        row[legacy] = _to_py(r[cql])
+    return row
+
+
+def _entity_row(t: schema.Table, r: dict[str, Any]) -> dict[str, Any]:
+    row = {t.key: r["entity_id"], "customer_id": r["customer_id"]}
+    for c in schema.entity_row_columns(t):
+        row[c] = _to_py(r[c])
+    return row
+
+
+def scan_rows(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) -> Iterable[dict[str, Any]]:
+    """Rows of one token range, paged by the driver (never the whole table in one query or one process)."""
+    cols = _cql_columns()
+    stmt = session.prepare(f"SELECT {', '.join(cols)} FROM {keyspace}.customer_billing "
+                           "WHERE token(customer_id) > ? AND token(customer_id) <= ?")
+    stmt.fetch_size = fetch_size
+    for row in session.execute(stmt, (lo, hi), timeout=120):
+        yield dict(zip(cols, row, strict=True))
+
+
+def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, int], countries: list[str],
+                             fetch_size: int = 5000, client=None) -> dict[str, Any]:
+    """Scan one token range and write, for every requested country, one Parquet part per table.
+
+    One scan serves every country (customers are filtered by their static `country`), so the ring is read
+    once a night whatever the number of migrated countries. Returns rows per country and table.
+    """
+    from cassandra.query import tuple_factory
+
+    wanted = {normalize_country(c) for c in countries}
+    client = client or connections.s3_client(cfg)
+    t0 = time.monotonic()
+    scanned = 0
+    skipped_other = 0
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
+        writers: dict[str, dict[str, _PartWriter]] = {}
+        for cc in sorted(wanted):
+            os.makedirs(os.path.join(tmp, cc))
+            writers[cc] = {t.name: _PartWriter(t, os.path.join(tmp, cc)) for t in CUSTOMER_TABLES}
+        with connections.cassandra_session(cfg) as session:
+            session.row_factory = tuple_factory
+            last_customer = None
+            for r in scan_rows(session, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
+                scanned += 1
+                cc = r["country"]
+                if cc not in wanted:
+                    skipped_other += 1
+                    continue
+                w = writers[cc]
+                if r["customer_id"] != last_customer:
+                    last_customer = r["customer_id"]
+                    w["customers"].add(_customer_row(r))
+                etype = r["entity_type"]
+                if etype is None:
+                    continue  # a partition holding only its static (customer) part
+                t = schema.TABLE_BY_ENTITY.get(etype)
+                if t is None:
+                    raise SnapshotError(f"customer {r['customer_id']}: unknown entity_type {etype!r} "
+                                        f"in token range ({split['lo']}, {split['hi']}]")
+                w[t.name].add(_entity_row(t, r))
+        counts: dict[str, dict[str, int]] = {}
+        for cc, ws in writers.items():
+            counts[cc] = {name: pw.finish(client, cfg.s3_bucket,
+                                          snapshot_key(cfg, day, "cassandra", cc, name, split["split"]))
+                          for name, pw in ws.items()}
+    elapsed = time.monotonic() - t0
+    log.info("cassandra split %s: %d rows scanned in %.2fs (%.0f rows/s)", split["split"], scanned, elapsed,
+             scanned / elapsed if elapsed else 0)
+    return {"split": split["split"], "scanned": scanned, "other_countries": skipped_other,
+            "seconds": round(elapsed, 3), "counts": counts}
+
+
+def snapshot_cassandra_plans(cfg: Config, day: dt.date | str, country: str, client=None) -> int:
+    """The country's plan catalogue (one Cassandra partition) as table=plans/part-0."""
+    country = normalize_country(country)
+    client = client or connections.s3_client(cfg)
+    cols = schema.PLANS.column_names
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
+        pw = _PartWriter(schema.PLANS, tmp)
+        with connections.cassandra_session(cfg) as session:
+            for row in session.execute(f"SELECT {', '.join(cols)} FROM plans WHERE country = %s", (country,)):
+                pw.add({c: _to_py(getattr(row, c)) for c in cols})
+        return pw.finish(client, cfg.s3_bucket, snapshot_key(cfg, day, "cassandra", country, "plans", 0))
+
+
+# ------------------------------------------------------------------------------------------- MySQL
+def _select(t: schema.Table, alias: str) -> str:
+    return ", ".join(f"{alias}.`{c}`" for c in t.column_names)
+
+
+def mysql_customer_chunks(cur, country: str, chunk: int) -> Iterable[tuple[int, int]]:
+    """Inclusive (lo, hi) customer_id ranges of the country, by keyset on (country, customer_id)."""
+    after = -1
+    while True:
+        cur.execute("SELECT customer_id FROM customers WHERE country = %s AND customer_id > %s "
+                    "ORDER BY customer_id LIMIT %s", (country, after, chunk))
+        ids = [r[0] for r in cur.fetchall()]
+        if not ids:
+            return
+        yield ids[0], ids[-1]
+        after = ids[-1]
+
+
+def mysql_chunk_sql(t: schema.Table) -> str:
+    if t.name == "customers":
+        return (f"SELECT {_select(t, 'c')} FROM customers c WHERE c.country = %s "
+                "AND c.customer_id BETWEEN %s AND %s ORDER BY c.customer_id")
+    return (f"SELECT {_select(t, 'x')} FROM `{t.name}` x JOIN customers c ON c.customer_id = x.customer_id "
+            f"WHERE c.country = %s AND x.customer_id BETWEEN %s AND %s ORDER BY x.`{t.key}`")
+
+
+def snapshot_mysql(cfg: Config, day: dt.date | str, country: str, chunk_customers: int = 5000,
+                   client=None) -> dict[str, int]:
+    """All tables of one country from legacy MySQL (read-only role, one consistent snapshot, keyset chunks)."""
+    country = normalize_country(country)
+    client = client or connections.s3_client(cfg)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp, \
+            connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        writers = {t.name: _PartWriter(t, tmp) for t in SNAPSHOT_TABLES}
+        cur.execute(f"SELECT {_select(schema.PLANS, 'p')} FROM plans p WHERE p.country = %s ORDER BY p.plan_id",
+                    (country,))
+        for r in cur.fetchall():
+            writers["plans"].add(dict(zip(schema.PLANS.column_names, r, strict=True)))
+        for lo, hi in mysql_customer_chunks(cur, country, chunk_customers):
+            for t in CUSTOMER_TABLES:
+                cur.execute(mysql_chunk_sql(t), (country, lo, hi))
+                names = t.column_names
+                for r in cur.fetchall():
+                    writers[t.name].add(dict(zip(names, r, strict=True)))
+        conn.rollback()
+        counts = {name: pw.finish(client, cfg.s3_bucket, snapshot_key(cfg, day, "mysql", country, name, 0))
+                  for name, pw in writers.items()}
+    log.info("mysql snapshot %s: %s in %.2fs", country, counts, time.monotonic() - t0)
+    return counts
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_snapshot(cfg: Config, day: dt.date | str, store: str, country: str, table: str,
+                  client=None) -> pa.Table:
+    """Every part of one (store, country, table) concatenated; an empty table if none was written."""
+    client = client or connections.s3_client(cfg)
+    prefix = f"{snapshot_prefix(cfg, day, store, country)}table={table}/"
+    parts = [k for k in s3io.list_keys(client, cfg.s3_bucket, prefix) if k.endswith(".parquet")]
+    sch = arrow_schema(schema.TABLES_BY_NAME[table])
+    if not parts:
+        return sch.empty_table()
+    tables = [s3io.get_parquet(client, cfg.s3_bucket, k).cast(sch) for k in parts]
+    return pa.concat_tables(tables)
+
+
+def list_parts(cfg: Config, day: dt.date | str, store: str, country: str, table: str, client=None) -> list[str]:
+    client = client or connections.s3_client(cfg)
+    prefix = f"{snapshot_prefix(cfg, day, store, country)}table={table}/"
+    return [k for k in s3io.list_keys(client, cfg.s3_bucket, prefix) if k.endswith(".parquet")]
