@@ -52,10 +52,18 @@ def mysql_url(role: str = "mysql_export", cfg: Config | None = None) -> str:
 
 
 def cassandra_cluster(cfg: Config | None = None):
-    """A driver Cluster from the Airflow connection (token-aware routing is the driver default)."""
-    from airflow.providers.apache.cassandra.hooks.cassandra import CassandraHook
+    """A driver Cluster from the Airflow connection, always with token-aware routing.
 
-    return CassandraHook(cassandra_conn_id=_conn_id("cassandra", cfg)).get_cluster()
+    The Airflow hook falls back to a plain RoundRobinPolicy when the connection names no policy, so every
+    write would take an extra coordinator hop: wrap it in TokenAwarePolicy (replicas of the key first).
+    """
+    from airflow.providers.apache.cassandra.hooks.cassandra import CassandraHook
+    from cassandra.policies import TokenAwarePolicy
+
+    cluster = CassandraHook(cassandra_conn_id=_conn_id("cassandra", cfg)).get_cluster()
+    if not isinstance(cluster.load_balancing_policy, TokenAwarePolicy):
+        cluster.load_balancing_policy = TokenAwarePolicy(cluster.load_balancing_policy)
+    return cluster
 
 
 @contextlib.contextmanager
