@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from billing_migration import connections, write_gate
 from billing_migration.write_gate import WriteGateError
 
