@@ -86,8 +86,9 @@ def write_mysql(cfg, rows: dict[str, list[dict[str, Any]]]) -> None:
             if not rows.get(t.name):
                 continue
             cols = t.column_names
+            names, marks = ", ".join(f"`{c}`" for c in cols), ", ".join(["%s"] * len(cols))
             cur.executemany(
-                f"INSERT INTO `{t.name}` ({', '.join(f'`{c}`' for c in cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                f"INSERT INTO `{t.name}` ({names}) VALUES ({marks})",
                 [tuple(r[c] for c in cols) for r in rows[t.name]])
         conn.commit()
 
