@@ -1,0 +1,320 @@
+"""Transformed rows -> Cassandra. One customer = one single-partition UNLOGGED batch that replaces the partition.
+
+Why a batch of `DELETE ... USING TIMESTAMP t-1` + `INSERT ... USING TIMESTAMP t`: the delete shadows every
+cell older than t (a previous load, a stale row that should not exist), the inserts land right after it, and
+single-partition batches are applied atomically by the replica. A rerun picks a later t, so loading the same
+chunk twice leaves exactly the same partition: idempotent, no duplicates, no stale rows. Each row is
+inserted with only its own entity's columns, so no null-cell tombstones are written.
+
+The `customers_by_country` index entry of a chunk is written before its partitions, so a reset (or the
+comparator) can always find every partition that a crashed load may have written.
+
+Throughput: async requests bounded by a semaphore (`concurrency` in flight), token-aware routing (see
+connections.cassandra_cluster), optional token-bucket rate limit in rows/s. Write timeouts, unavailable and
+overloaded errors are retried with exponential backoff and counted (`timeouts_retried`); a customer that still
+fails makes the task fail loudly (`LoadError`) after the rest of the chunk is written; it is never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from billing_migration import connections, s3io, schema
+from billing_migration.config import Config, normalize_country
+
+log = logging.getLogger(__name__)
+
+STATIC_COLS = list(schema.CUSTOMER_STATIC.values())
+MAX_RETRIES = 6
+REQUEST_TIMEOUT_S = 30.0
+
+
+class LoadError(RuntimeError):
+    """Some customers could not be written after retries; the chunk must be rerun (it is idempotent)."""
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    from cassandra import OperationTimedOut, Unavailable, WriteFailure, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.protocol import OverloadedErrorMessage
+
+    return (WriteTimeout, Unavailable, OperationTimedOut, NoHostAvailable, OverloadedErrorMessage, WriteFailure)
+
+
+class TokenBucket:
+    """Rows/s limiter; `take(n)` sleeps until n tokens are available. rate <= 0: unlimited."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+        self.tokens = float(rate)
+        self.last = time.monotonic()
+
+    def take(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        self.tokens = min(max(self.rate, n), self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < n:
+            time.sleep((n - self.tokens) / self.rate)
+            self.last = time.monotonic()
+            self.tokens = n
+        self.tokens -= n
+
+
+class AsyncWriter:
+    """Bounded-concurrency async executor with retry/backoff of transient write errors."""
+
+    def __init__(self, session, concurrency: int, rate_limit_rows_per_s: int = 0,
+                 max_retries: int = MAX_RETRIES, backoff_s: float = 0.05) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.session = session
+        self.slots = threading.Semaphore(concurrency)
+        self.cond = threading.Condition()
+        self.inflight = 0
+        self.retry_q: deque = deque()
+        self.failed: list[tuple[Any, BaseException]] = []
+        self.bucket = TokenBucket(rate_limit_rows_per_s)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.retryable = _retryable()
+        self.timeouts_retried = 0
+        self.requests = 0
+
+    def submit(self, key: Any, statement, cost: int = 1, attempt: int = 0) -> None:
+        if attempt == 0:
+            self.bucket.take(cost)
+        self.slots.acquire()
+        with self.cond:
+            self.inflight += 1
+        self.requests += 1
+        try:
+            fut = self.session.execute_async(statement, timeout=REQUEST_TIMEOUT_S)
+        except Exception as exc:  # e.g. NoHostAvailable raised synchronously
+            self._err(exc, key, statement, cost, attempt)
+            return
+        fut.add_callbacks(self._ok, self._err, errback_args=(key, statement, cost, attempt))
+
+    def _done(self) -> None:
+        self.slots.release()
+        with self.cond:
+            self.inflight -= 1
+            self.cond.notify_all()
+
+    def _ok(self, _result) -> None:
+        self._done()
+
+    def _err(self, exc: BaseException, key, statement, cost: int, attempt: int) -> None:
+        if isinstance(exc, self.retryable) and attempt < self.max_retries:
+            self.retry_q.append((key, statement, cost, attempt + 1))
+        else:
+            self.failed.append((key, exc))
+        self._done()
+
+    def pump_retries(self) -> None:
+        """Resubmit failed-but-retryable requests (main thread: the backoff sleep is the back-pressure)."""
+        while self.retry_q:
+            key, statement, cost, attempt = self.retry_q.popleft()
+            time.sleep(min(5.0, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random()))
+            self.timeouts_retried += 1
+            log.warning("retrying write for %s (attempt %d)", key, attempt)
+            self.submit(key, statement, cost, attempt)
+
+    def drain(self) -> None:
+        """Wait until nothing is in flight and nothing is left to retry."""
+        while True:
+            with self.cond:
+                while self.inflight:
+                    self.cond.wait(timeout=1.0)
+            if not self.retry_q:
+                return
+            self.pump_retries()
+
+    def raise_failures(self, what: str) -> None:
+        if self.failed:
+            keys = sorted({k for k, _ in self.failed}, key=str)
+            raise LoadError(f"{len(keys)} {what} could not be written after {self.max_retries} retries "
+                            f"(e.g. {keys[:10]}); first error: {self.failed[0][1]!r}. Rerun the task: "
+                            "the load is idempotent.")
+
+
+def _prepare(session) -> dict[str, Any]:
+    from cassandra import ConsistencyLevel
+
+    stmts = {
+        "delete": "DELETE FROM customer_billing USING TIMESTAMP ? WHERE customer_id = ?",
+        "static": (f"INSERT INTO customer_billing (customer_id, {', '.join(STATIC_COLS)}, customer_run_id) "
+                   f"VALUES ({', '.join(['?'] * (len(STATIC_COLS) + 2))}) USING TIMESTAMP ?"),
+        "index": "INSERT INTO customers_by_country (country, bucket, customer_id, run_id) VALUES (?, ?, ?, ?)",
+    }
+    for t in schema.ENTITY_TABLES:
+        cols = schema.entity_row_columns(t)
+        stmts[t.entity] = (f"INSERT INTO customer_billing (customer_id, entity_type, entity_id, {', '.join(cols)}, "
+                           f"run_id) VALUES ({', '.join(['?'] * (len(cols) + 4))}) USING TIMESTAMP ?")
+    out = {}
+    for name, cql in stmts.items():
+        p = session.prepare(cql)
+        p.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+        out[name] = p
+    return out
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
+    """Yield (customer_id, BatchStatement, rows in batch) for transformed rows sorted by customer."""
+    from cassandra import ConsistencyLevel
+    from cassandra.query import BatchStatement, BatchType
+
+    n = rows.num_rows
+    if n == 0:
+        return
+    cust = rows.column("customer_id").to_numpy()
+    starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]])
+    ends = np.r_[starts[1:], n]
+    cols = {name: rows.column(name).to_pylist() for name in rows.column_names}
+    etype = cols["entity_type"]
+    entity_cols = {t.entity: schema.entity_row_columns(t) for t in schema.ENTITY_TABLES}
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        cid = int(cust[s])
+        t = _now_us()
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        batch.add(prepared["delete"], (t - 1, cid))
+        count = 0
+        for i in range(s, e):
+            et = etype[i]
+            if et is None:
+                batch.add(prepared["static"], (cid, *(cols[c][i] for c in STATIC_COLS), run_id, t))
+            else:
+                batch.add(prepared[et], (cid, et, cols["entity_id"][i], *(cols[c][i] for c in entity_cols[et]),
+                                         run_id, t))
+            count += 1
+        yield cid, batch, count
+
+
+def load_rows(session, country: str, rows: pa.Table, run_id: str, concurrency: int = 64,
+              rate_limit_rows_per_s: int = 0) -> dict[str, Any]:
+    """Write transformed rows (index entries first, then one batch per customer). Raises LoadError."""
+    t0 = time.monotonic()
+    prepared = _prepare(session)
+    customers = sorted(set(pc.unique(rows.column("customer_id")).to_pylist())) if rows.num_rows else []
+    idx = AsyncWriter(session, concurrency)
+    for cid in customers:
+        idx.submit(cid, prepared["index"].bind((country, schema.customer_bucket(cid), cid, run_id)))
+    idx.drain()
+    idx.raise_failures("customers_by_country entries")
+    w = AsyncWriter(session, concurrency, rate_limit_rows_per_s)
+    batches = written = 0
+    for cid, batch, count in customer_batches(rows, prepared, run_id):
+        w.submit(cid, batch, cost=count)
+        batches += 1
+        written += count
+        if w.retry_q:
+            w.pump_retries()
+    w.drain()
+    w.raise_failures("customers")
+    seconds = time.monotonic() - t0
+    return {"customers": len(customers), "rows": written, "batches": batches,
+            "timeouts_retried": w.timeouts_retried + idx.timeouts_retried, "seconds": round(seconds, 3),
+            "rows_per_s": round(written / seconds, 1) if seconds > 0 else 0.0}
+
+
+def load_chunk(cfg: Config, country: str, run_id: str, chunk: int, concurrency: int = 64,
+               rate_limit_rows_per_s: int = 0) -> dict[str, Any]:
+    """Load one transformed chunk; every customer's partition is replaced whole."""
+    country = normalize_country(country)
+    client = connections.s3_client(cfg)
+    rows = s3io.get_parquet(client, cfg.s3_bucket, s3io.stage_key(cfg, country, run_id, "transformed", chunk))
+    with connections.cassandra_session(cfg) as session:
+        counts = load_rows(session, country, rows, run_id, concurrency, rate_limit_rows_per_s)
+    counts["chunk"] = chunk
+    log.info("load %s chunk %d: %d customers, %d rows, %d batches, %d retried, %.0f rows/s", country, chunk,
+             counts["customers"], counts["rows"], counts["batches"], counts["timeouts_retried"],
+             counts["rows_per_s"])
+    return counts
+
+
+def load_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
+    """Replace the country's plan catalogue (one partition) with the exported plans that pass validation."""
+    from cassandra import ConsistencyLevel
+    from cassandra.query import BatchStatement, BatchType
+
+    from billing_migration import transform
+    from billing_migration.export import arrow_schema
+
+    country = normalize_country(country)
+    client = connections.s3_client(cfg)
+    plans = s3io.get_parquet(client, cfg.s3_bucket, s3io.table_key(cfg, country, run_id, "plans", 0))
+    plans = plans.select(arrow_schema(schema.PLANS).names).cast(arrow_schema(schema.PLANS))
+    empty = {t.name: arrow_schema(t).empty_table() for t in schema.CUSTOMER_TABLES}
+    valid, rejects, _ = transform.validate(empty, plans, country)
+    good = valid["plans"]
+    cols = ["plan_id", "currency", "name", "price", "screens", "quality", "updated_at"]
+    with connections.cassandra_session(cfg) as session:
+        delete = session.prepare("DELETE FROM plans USING TIMESTAMP ? WHERE country = ?")
+        insert = session.prepare(f"INSERT INTO plans (country, {', '.join(cols)}, run_id) "
+                                 f"VALUES ({', '.join(['?'] * (len(cols) + 2))}) USING TIMESTAMP ?")
+        t = _now_us()
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        batch.add(delete, (t - 1, country))
+        data = {c: good.column(c).to_pylist() for c in cols}
+        for i in range(good.num_rows):
+            batch.add(insert, (country, *(data[c][i] for c in cols), run_id, t))
+        session.execute(batch, timeout=REQUEST_TIMEOUT_S)
+    return {"plans": good.num_rows, "rejected": rejects.num_rows}
+
+
+def delete_country(cfg: Config, country: str, table: str | None = None,
+                   concurrency: int = 64) -> dict[str, Any]:
+    """Reset a country's target data, found through customers_by_country (never a full table scan).
+
+    table=None: every partition of the country, its index entries and its plans. table = an entity table
+    (e.g. "invoices") or entity type ("invoice"): only those rows of the country's customers.
+    """
+    country = normalize_country(country)
+    entity = None
+    if table is not None:
+        tdef = schema.TABLES_BY_NAME.get(table) or schema.TABLE_BY_ENTITY.get(table)
+        if tdef is None or tdef.entity is None:
+            raise ValueError(f"table must be one of {[t.name for t in schema.ENTITY_TABLES]} or None, got {table!r}")
+        entity = tdef.entity
+    t0 = time.monotonic()
+    customers = 0
+    with connections.cassandra_session(cfg) as session:
+        select = session.prepare("SELECT customer_id FROM customers_by_country WHERE country = ? AND bucket = ?")
+        if entity is None:
+            stmt = session.prepare("DELETE FROM customer_billing WHERE customer_id = ?")
+        else:
+            stmt = session.prepare("DELETE FROM customer_billing WHERE customer_id = ? AND entity_type = ?")
+        drop_bucket = session.prepare("DELETE FROM customers_by_country WHERE country = ? AND bucket = ?")
+        w = AsyncWriter(session, concurrency)
+        for bucket in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS):
+            ids = [r.customer_id for r in session.execute(select, (country, bucket), timeout=REQUEST_TIMEOUT_S)]
+            for cid in ids:
+                w.submit(cid, stmt.bind((cid,) if entity is None else (cid, entity)))
+            customers += len(ids)
+            if w.retry_q:
+                w.pump_retries()
+        w.drain()
+        w.raise_failures("partitions")
+        if entity is None:  # index entries last: a crash above leaves them for the next reset
+            for bucket in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS):
+                w.submit(("bucket", bucket), drop_bucket.bind((country, bucket)))
+            w.submit(("plans", country), session.prepare("DELETE FROM plans WHERE country = ?").bind((country,)))
+            w.drain()
+            w.raise_failures("index buckets")
+    seconds = time.monotonic() - t0
+    log.info("delete_country %s (%s): %d customers in %.1fs", country, entity or "all", customers, seconds)
+    return {"customers": customers, "entity_type": entity, "seconds": round(seconds, 3)}
