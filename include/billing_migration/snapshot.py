@@ -337,3 +337,25 @@ def list_parts(cfg: Config, day: dt.date | str, store: str, country: str, table:
     client = client or connections.s3_client(cfg)
     prefix = f"{snapshot_prefix(cfg, day, store, country)}table={table}/"
     return [k for k in s3io.list_keys(client, cfg.s3_bucket, prefix) if k.endswith(".parquet")]
+
+
+# ------------------------------------------------------------------------------------------- the night's plan
+def plan_night(cfg: Config, day: dt.date | str, countries: list[str] | None = None, splits: int = 8,
+               client=None) -> dict[str, Any]:
+    """What tonight's run covers, decided once from country_routing, and a clean slate for the date's
+    snapshots (a rerun or backfill with another split count must not leave stale parts behind)."""
+    wanted = [normalize_country(c) for c in (countries or [])]
+    for cc in wanted:
+        cfg.country(cc)  # refuses an unconfigured country with a clear message
+    routing = read_routing(cfg)
+    chosen = [routing[cc] for cc in sorted(routing) if not wanted or cc in wanted]
+    reconcile = [r.as_dict() for r in chosen if r.in_scope]
+    client = client or connections.s3_client(cfg)
+    s3io.delete_prefix(client, cfg.s3_bucket, snapshot_prefix(cfg, day))
+    return {
+        "date": _day(day),
+        "reconcile": reconcile,
+        "renew": [r.as_dict() for r in chosen],
+        "scan_countries": [r["country"] for r in reconcile],
+        "splits": token_splits(splits) if reconcile else [],
+    }

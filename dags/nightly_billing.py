@@ -1,0 +1,127 @@
+"""nightly_billing: snapshot reconciliation of both stores and the renewal crawl, every night at 02:00 UTC.
+
+    plan → resync_customers (only when asked) → snapshot_cassandra[token splits] + snapshot_mysql[countries]
+         → reconcile[countries] → assert_reconciled      (fails loudly, naming each report on S3)
+         → renew[countries] → renewal_summary
+
+Reconciled: countries migrated (serving from Cassandra) or mid-migration (frozen), from country_routing.
+Renewals: every configured country, read from the store that serves it. Logic lives in
+`billing_migration.snapshot`, `.reconcile` and `.renewal`; this file only wires it. Backfillable: every output
+is keyed by the logical date and replaced whole by a rerun (`airflow backfill create --dag-id nightly_billing`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, Param, get_current_context, task
+from billing_migration import reconcile, renewal, snapshot
+from billing_migration.config import load_config
+
+CFG = load_config()
+
+
+def _day() -> str:
+    return get_current_context()["ds"]
+
+
+def _params() -> dict:
+    return dict(get_current_context()["params"])
+
+
+with DAG(
+    dag_id="nightly_billing",
+    description="Nightly snapshot reconciliation of MySQL and Cassandra, and the renewal crawl",
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["billing-migration", "nightly"],
+    doc_md=__doc__,
+    params={
+        "drift_threshold": Param(0.05, type="number", minimum=0, maximum=1, title="Shrink threshold",
+                                 description="Fail if a snapshot has this fraction fewer rows than the previous "
+                                             "day's (0.05 = 5%)."),
+        "countries": Param([], type="array", items={"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                           title="Countries", description="Only these countries (empty: every configured one)."),
+        "token_splits": Param(8, type="integer", minimum=1, maximum=256, title="Token-range splits",
+                              description="Parallel Cassandra scan tasks (ranges of the Murmur3 ring)."),
+        "resync_customer_ids": Param([], type="array", items={"type": "integer", "minimum": 1},
+                                     title="Re-sync customers",
+                                     description="Customers to re-copy whole from MySQL to Cassandra before the "
+                                                 "snapshots (frozen, not cut-over countries). Never automatic."),
+        "resync_force_from_legacy": Param(False, type="boolean", title="Force re-sync after cut-over",
+                                          description="Restore the named customers of a cut-over country from the "
+                                                      "frozen legacy copy (Cassandra is the source of truth)."),
+    },
+) as dag:
+
+    @task
+    def plan() -> dict:
+        p = _params()
+        return snapshot.plan_night(CFG, _day(), p["countries"], int(p["token_splits"]))
+
+    @task
+    def resync_customers() -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        p = _params()
+        if not p["resync_customer_ids"]:
+            raise AirflowSkipException("no resync_customer_ids given: nothing is re-synced automatically")
+        return reconcile.resync_customers(CFG, p["resync_customer_ids"], get_current_context()["run_id"],
+                                          bool(p["resync_force_from_legacy"]))
+
+    @task
+    def token_ranges(night: dict) -> list[dict]:
+        return night["splits"]
+
+    @task
+    def reconcile_countries(night: dict) -> list[dict]:
+        return night["reconcile"]
+
+    @task
+    def renew_countries(night: dict) -> list[dict]:
+        return night["renew"]
+
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=4)
+    def snapshot_cassandra(split: dict, night: dict) -> dict:
+        return snapshot.snapshot_cassandra_split(CFG, _day(), split, night["scan_countries"])
+
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2)
+    def snapshot_mysql(routing: dict) -> dict:
+        counts = snapshot.snapshot_mysql(CFG, _day(), routing["country"])
+        counts["cassandra_plans"] = snapshot.snapshot_cassandra_plans(CFG, _day(), routing["country"])
+        return counts
+
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2)
+    def reconcile_country(routing: dict) -> dict:
+        return reconcile.reconcile_country(CFG, _day(), snapshot.Routing.from_dict(routing),
+                                           float(_params()["drift_threshold"]))
+
+    @task(trigger_rule="none_failed")
+    def assert_reconciled(results) -> dict:
+        return reconcile.assert_reconciled(list(results or []))
+
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2)
+    def renew(routing: dict) -> dict:
+        return renewal.renew_country(CFG, _day(), snapshot.Routing.from_dict(routing))
+
+    @task(trigger_rule="none_failed")
+    def renewal_summary(results) -> dict:
+        out = {r["country"]: {"to_bill": r["to_bill"], "held": r["held"], "source": r["source"]}
+               for r in (results or [])}
+        return out
+
+    night = plan()
+    resync = resync_customers()
+    night >> resync
+    scans = snapshot_cassandra.partial(night=night).expand(split=token_ranges(night))
+    countries = reconcile_countries(night)
+    mysql_snaps = snapshot_mysql.expand(routing=countries)
+    resync >> [scans, mysql_snaps]
+    reconciled = reconcile_country.expand(routing=countries)
+    [scans, mysql_snaps] >> reconciled
+    assert_reconciled(reconciled)
+    renewals = renew.expand(routing=renew_countries(night))
+    scans >> renewals
+    renewal_summary(renewals)
