@@ -111,7 +111,7 @@ def compare_table(table: str, mysql: pa.Table, cassandra: pa.Table) -> pa.Table:
                        CAST(m."{col}" AS VARCHAR), CAST(c."{col}" AS VARCHAR), m.updated_at, c.updated_at
                 FROM m JOIN c ON m.{key} = c.{key} WHERE m."{col}" IS DISTINCT FROM c."{col}" """)
     sql = " UNION ALL ".join(parts) + " ORDER BY 2, 4, 5"
-    out = con.execute(sql).to_arrow_table()
+    out = con.sql(sql).to_arrow_table()
     con.close()
     return out.rename_columns(["table", "key", "customer_id", "kind", "field", "mysql_value",
                                "cassandra_value", "m_updated_at", "c_updated_at"])
@@ -173,7 +173,7 @@ def financial_totals(tables: dict[str, pa.Table], exclude: dict[str, list[int]] 
                sum(amount)
         FROM balance_transactions GROUP BY ALL
     """
-    out = con.execute(f"SELECT * FROM ({sql}) ORDER BY ALL").to_arrow_table()
+    out = con.sql(f"SELECT * FROM ({sql}) ORDER BY ALL").to_arrow_table()
     con.close()
     return out.cast(pa.schema([("currency", pa.string()), ("day", pa.date32()), ("metric", pa.string()),
                                ("total", pa.decimal128(38, schema.DECIMAL_SCALE))]))
