@@ -70,6 +70,17 @@ def _select_list(table: schema.Table, alias: str) -> str:
     return ", ".join(out)
 
 
+_S3_CLIENTS: dict[str, Any] = {}
+
+
+def s3_client(cfg: Config):
+    """One boto3 client per S3 connection and process (building one through the hook costs ~1 s)."""
+    conn_id = cfg.connections["s3"]
+    if conn_id not in _S3_CLIENTS:
+        _S3_CLIENTS[conn_id] = connections.s3_client(cfg)
+    return _S3_CLIENTS[conn_id]
+
+
 # ------------------------------------------------------------------------------------------- planning
 def plan_chunks(cfg: Config, country: str, chunk_customers: int) -> list[dict[str, int]]:
     """Inclusive keyset ranges of `chunk_customers` customers each, computed server-side; [] if empty."""
@@ -230,7 +241,7 @@ def _stream_connectorx(cfg: Config, table: schema.Table, sql: str, params: list[
 
 def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
                    engine: str) -> dict[str, dict[str, Any]]:
-    client = connections.s3_client(cfg)
+    client = s3_client(cfg)
     out: dict[str, dict[str, Any]] = {}
     if engine == "connectorx":
         for table, sql, params, key in tables:
@@ -289,7 +300,7 @@ def export_chunk(cfg: Config, country: str, run_id: str, chunk: dict[str, int],
         "batch_rows": batch_rows, "tables": tables, "rows": rows, "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None,
     }
-    s3io.put_json(connections.s3_client(cfg), cfg.s3_bucket,
+    s3io.put_json(s3_client(cfg), cfg.s3_bucket,
                   s3io.stage_key(cfg, country, run_id, "manifest", n, "json"), manifest)
     log.info("export %s chunk %d [%d..%d]: %d customers, %d rows in %.2fs (%s)", country, n, lo, hi,
              manifest["customers"], rows, seconds, engine)

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_migration import connections, s3io, schema
+from billing_migration import connections, export, s3io, schema
 from billing_migration.config import Config, normalize_country
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class AsyncWriter:
     """Bounded-concurrency async executor with retry/backoff of transient write errors."""
 
     def __init__(self, session, concurrency: int, rate_limit_rows_per_s: int = 0,
-                 max_retries: int = MAX_RETRIES, backoff_s: float = 0.05) -> None:
+                 max_retries: int | None = None, backoff_s: float = 0.05) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.session = session
@@ -85,7 +85,7 @@ class AsyncWriter:
         self.retry_q: deque = deque()
         self.failed: list[tuple[Any, BaseException]] = []
         self.bucket = TokenBucket(rate_limit_rows_per_s)
-        self.max_retries = max_retries
+        self.max_retries = MAX_RETRIES if max_retries is None else max_retries
         self.backoff_s = backoff_s
         self.retryable = _retryable()
         self.timeouts_retried = 0
@@ -235,7 +235,7 @@ def load_chunk(cfg: Config, country: str, run_id: str, chunk: int, concurrency: 
                rate_limit_rows_per_s: int = 0) -> dict[str, Any]:
     """Load one transformed chunk; every customer's partition is replaced whole."""
     country = normalize_country(country)
-    client = connections.s3_client(cfg)
+    client = export.s3_client(cfg)
     rows = s3io.get_parquet(client, cfg.s3_bucket, s3io.stage_key(cfg, country, run_id, "transformed", chunk))
     with connections.cassandra_session(cfg) as session:
         counts = load_rows(session, country, rows, run_id, concurrency, rate_limit_rows_per_s)
@@ -255,7 +255,7 @@ def load_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
     from billing_migration.export import arrow_schema
 
     country = normalize_country(country)
-    client = connections.s3_client(cfg)
+    client = export.s3_client(cfg)
     plans = s3io.get_parquet(client, cfg.s3_bucket, s3io.table_key(cfg, country, run_id, "plans", 0))
     plans = plans.select(arrow_schema(schema.PLANS).names).cast(arrow_schema(schema.PLANS))
     empty = {t.name: arrow_schema(t).empty_table() for t in schema.CUSTOMER_TABLES}

@@ -48,7 +48,7 @@ def remigrate_customers(cfg: Config, country: str, run_id: str, customer_ids: li
 def _exported_customers(cfg: Config, country: str, run_id: str, chunk: int) -> set[int]:
     from billing_migration import s3io
 
-    client = connections.s3_client(cfg)
+    client = export.s3_client(cfg)
     t = s3io.get_parquet(client, cfg.s3_bucket, s3io.table_key(cfg, country, run_id, "customers", chunk),
                          columns=["customer_id"])
     return set(t.column("customer_id").to_pylist())

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_migration import connections, s3io, schema
+from billing_migration import export, s3io, schema
 from billing_migration.config import Config, normalize_country
 from billing_migration.export import ARROW_TYPES, ZERO_DATE_COL
 
@@ -288,7 +288,7 @@ def transform_chunk(cfg: Config, country: str, run_id: str, chunk: int) -> dict[
     """
     country = normalize_country(country)
     t0 = time.monotonic()
-    client = connections.s3_client(cfg)
+    client = export.s3_client(cfg)
     tables = {t.name: _read(client, cfg, s3io.table_key(cfg, country, run_id, t.name, chunk), t)
               for t in schema.CUSTOMER_TABLES}
     plans = _read(client, cfg, s3io.table_key(cfg, country, run_id, "plans", 0), schema.PLANS)

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from billing_migration import connections
 
-PLANS = {"US": (1, "USD"), "GB": (2, "GBP"), "JP": (3, "JPY")}
+PLANS = {"US": (1, "USD"), "GB": (2, "GBP"), "JP": (3, "JPY"), "DE": (4, "EUR"), "FR": (5, "EUR")}
 EMOJI_NAME = "😀" * 255  # 255 characters, 1020 bytes: exactly full_name's max length
 
 

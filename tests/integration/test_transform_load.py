@@ -1,0 +1,230 @@
+"""Transform + load against the real MariaDB, S3 and Cassandra: values equal, idempotent reruns, stale rows
+removed, re-migration rewrites whole partitions, delete_country touches only its country.
+
+The equality check here is this file's own (MySQL rows read with the driver's native types vs the Cassandra
+partition), independent of compare.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from billing_migration import connections, export, load, remigrate, s3io, schema, transform
+
+from tests.integration import fixture_data
+
+RUN = "scheduled__2026-11-23T01:00:00+00:00"
+DE_BASE, FR_BASE = 20000, 30000
+N_DE, N_FR = 24, 6
+BAD_PAYMENT = (DE_BASE + 2) * 100 + 1  # made negative in the source: must be rejected, never loaded
+
+
+def _migrate(cfg, country: str, chunk_customers: int, run: str = RUN) -> list[dict]:
+    export.export_plans(cfg, country, run)
+    load.load_plans(cfg, country, run)
+    out = []
+    for ch in export.plan_chunks(cfg, country, chunk_customers):
+        export.export_chunk(cfg, country, run, ch)
+        out.append({"chunk": ch, "transform": transform.transform_chunk(cfg, country, run, ch["chunk"]),
+                    "load": load.load_chunk(cfg, country, run, ch["chunk"], concurrency=8)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def migrated(cfg, legacy_db, cassandra_ks, s3):
+    fixture_data.seed(cfg, "DE", N_DE, DE_BASE)
+    fixture_data.seed(cfg, "FR", N_FR, FR_BASE)
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
+        c.execute("UPDATE payments SET amount = -1 WHERE payment_id = %s", (BAD_PAYMENT,))
+        conn.commit()
+    de = _migrate(cfg, "DE", 10)
+    _migrate(cfg, "FR", 10)
+    return de
+
+
+@pytest.fixture(scope="module")
+def session(cfg, cassandra_ks):
+    with connections.cassandra_session(cfg) as s:
+        yield s
+
+
+# ------------------------------------------------------------------------------ own source/target check
+def _source(cfg, country: str, customer_ids: list[int] | None = None) -> dict[tuple, dict]:
+    """(customer_id, entity_type, entity_id) -> {cassandra column: value}; entity_type None = static."""
+    out: dict[tuple, dict] = {}
+    ids = ""
+    if customer_ids:
+        ids = f" AND c.customer_id IN ({', '.join(str(int(i)) for i in customer_ids)})"
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT c.* FROM customers c WHERE c.country = %s{ids}", (country,))
+        names = [d[0] for d in cur.description]
+        for row in cur.fetchall():
+            r = dict(zip(names, row, strict=True))
+            out[(r["customer_id"], None, None)] = {schema.CUSTOMER_STATIC[k]: v for k, v in r.items()
+                                                   if k in schema.CUSTOMER_STATIC}
+        for t in schema.ENTITY_TABLES:
+            cur.execute(f"SELECT t.* FROM `{t.name}` t JOIN customers c ON c.customer_id = t.customer_id "
+                        f"WHERE c.country = %s{ids}", (country,))
+            names = [d[0] for d in cur.description]
+            for row in cur.fetchall():
+                r = dict(zip(names, row, strict=True))
+                out[(r["customer_id"], t.entity, r[t.key])] = {c: r[c] for c in schema.entity_row_columns(t)}
+    return out
+
+
+def _target(session, customer_ids) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    q = session.prepare("SELECT * FROM customer_billing WHERE customer_id = ?")
+    for cid in customer_ids:
+        for row in session.execute(q, (cid,)):
+            r = row._asdict()
+            out[(cid, None, None)] = {c: r[c] for c in schema.CUSTOMER_STATIC.values()} | {
+                "customer_run_id": r["customer_run_id"]}
+            if r["entity_type"] is not None:
+                t = schema.TABLE_BY_ENTITY[r["entity_type"]]
+                out[(cid, r["entity_type"], r["entity_id"])] = {c: r[c] for c in schema.entity_row_columns(t)} | {
+                    "run_id": r["run_id"]}
+    return out
+
+
+def _norm(v):
+    if isinstance(v, dt.datetime):
+        return v.replace(tzinfo=None, microsecond=v.microsecond // 1000 * 1000)
+    if hasattr(v, "date") and type(v).__name__ == "Date":  # cassandra.util.Date
+        return v.date()
+    if isinstance(v, Decimal):
+        return v.normalize()
+    return v
+
+
+def _diff(src: dict, tgt: dict, skip: set[tuple[str, int]] = frozenset()) -> list:
+    problems = []
+    for key, fields in src.items():
+        _cid, et, eid = key
+        if et is not None and (schema.TABLE_BY_ENTITY[et].name, eid) in skip:
+            continue
+        if key not in tgt:
+            problems.append(("missing", key))
+            continue
+        for name, value in fields.items():
+            if _norm(value) != _norm(tgt[key][name]):
+                problems.append(("value", key, name, value, tgt[key][name]))
+    problems += [("extra", k) for k in tgt if k not in src]
+    return problems
+
+
+def _rejected(cfg, s3, country: str, run: str = RUN) -> set[tuple[str, int]]:
+    out = set()
+    for key in s3io.list_keys(s3, cfg.s3_bucket, s3io.run_prefix(cfg, country, run) + "rejects/"):
+        t = s3io.get_parquet(s3, cfg.s3_bucket, key)
+        out |= set(zip(t.column("table").to_pylist(), t.column("key").to_pylist(), strict=True))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tests
+def test_every_source_row_is_in_cassandra_with_equal_values(cfg, migrated, session, s3):
+    rejected = _rejected(cfg, s3, "DE")
+    assert rejected == {("payments", BAD_PAYMENT)}
+    src = _source(cfg, "DE")
+    tgt = _target(session, range(DE_BASE, DE_BASE + N_DE))
+    assert _diff(src, tgt, skip=rejected) == []
+    assert (DE_BASE + 2, "payment", BAD_PAYMENT) not in tgt
+    assert len(tgt) == len(src) - 1
+    assert {v.get("run_id", v.get("customer_run_id")) for v in tgt.values()} == {RUN}  # provenance
+    assert tgt[(DE_BASE, None, None)]["full_name"] == "😀" * 255  # non-BMP at max length intact
+    counts = [m["transform"] for m in migrated]
+    assert sum(c["rejects"] for c in counts) == 1
+    assert sum(m["load"]["customers"] for m in migrated) == N_DE
+    assert sum(m["load"]["rows"] for m in migrated) == len(tgt)
+
+
+def test_index_and_plans_are_written(cfg, migrated, session):
+    ids = set()
+    for b in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS):
+        ids |= {r.customer_id for r in session.execute(
+            "SELECT customer_id FROM customers_by_country WHERE country = %s AND bucket = %s", ("DE", b))}
+    assert ids == set(range(DE_BASE, DE_BASE + N_DE))
+    plans = list(session.execute("SELECT plan_id, price, currency, run_id FROM plans WHERE country = 'DE'"))
+    assert [(p.plan_id, p.price, p.currency, p.run_id) for p in plans] == [(4, Decimal("9.9900"), "EUR", RUN)]
+
+
+def test_rerun_of_the_same_load_leaves_an_identical_partition(cfg, migrated, session):
+    ids = range(DE_BASE, DE_BASE + 10)
+    before = _target(session, ids)
+    again = load.load_chunk(cfg, "DE", RUN, 0, concurrency=4)
+    assert again["customers"] == 10
+    after = _target(session, ids)
+    assert after == before
+    n = session.execute("SELECT COUNT(*) FROM customer_billing WHERE customer_id = %s", (DE_BASE,)).one()[0]
+    assert n == 1 + 1 + 3 + 3 + 1  # subscription, plan change, 3 invoices, 3 payments, 1 credit: no duplicates
+
+
+def test_reload_removes_a_stale_row_and_restores_static_columns(cfg, migrated, session):
+    cid = DE_BASE + 1
+    session.execute("INSERT INTO customer_billing (customer_id, entity_type, entity_id, amount, run_id) "
+                    "VALUES (%s, 'invoice', 999999, 1.00, 'stale')", (cid,))
+    session.execute("UPDATE customer_billing SET email = 'wrong@example.com' WHERE customer_id = %s", (cid,))
+    assert (cid, "invoice", 999999) in _target(session, [cid])
+    load.load_chunk(cfg, "DE", RUN, 0)
+    tgt = _target(session, [cid])
+    assert (cid, "invoice", 999999) not in tgt
+    assert tgt[(cid, None, None)]["email"] == f"user{cid}@example.com"
+    assert _diff(_source(cfg, "DE", [cid]), tgt) == []
+
+
+def test_rate_limit_slows_the_load(cfg, migrated):
+    rows = sum(m["load"]["rows"] for m in migrated if m["chunk"]["chunk"] == 1)
+    res = load.load_chunk(cfg, "DE", RUN, 1, rate_limit_rows_per_s=rows // 2)
+    assert res["rows"] == rows
+    assert res["seconds"] >= 0.8  # half the rows pass at once (bucket), the other half wait ~1 s
+
+
+def test_write_failures_fail_loudly_and_a_rerun_repairs(cfg, migrated, session, s3, monkeypatch):
+    rows = s3io.get_parquet(s3, cfg.s3_bucket, s3io.stage_key(cfg, "DE", RUN, "transformed", 2))
+    monkeypatch.setattr(load, "REQUEST_TIMEOUT_S", 0.000001)  # every request times out client-side
+    monkeypatch.setattr(load, "MAX_RETRIES", 1)
+    with pytest.raises(load.LoadError, match="could not be written"):
+        load.load_rows(session, "DE", rows, RUN, concurrency=4)
+    monkeypatch.undo()
+    res = load.load_rows(session, "DE", rows, RUN, concurrency=4)
+    assert res["customers"] == N_DE - 20 and res["timeouts_retried"] == 0
+
+
+def test_remigrate_rewrites_whole_partitions(cfg, migrated, session):
+    changed, deleted_row, gone = DE_BASE + 5, DE_BASE + 6, DE_BASE + 23
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
+        c.execute("UPDATE invoices SET amount = 12.34 WHERE invoice_id = %s", (changed * 100,))
+        c.execute("UPDATE customers SET full_name = 'Renamed 🚀' WHERE customer_id = %s", (changed,))
+        c.execute("DELETE FROM payments WHERE payment_id = %s", (deleted_row * 100 + 2,))
+        for t in reversed(schema.CUSTOMER_TABLES):
+            c.execute(f"DELETE FROM `{t.name}` WHERE customer_id = %s", (gone,))
+        conn.commit()
+    res = remigrate.remigrate_customers(cfg, "DE", RUN, [changed, deleted_row, gone], round_no=1)
+    assert res["chunk"] == 90001 and res["loaded_customers"] == 2 and res["deleted_absent"] == 1
+    ids = [changed, deleted_row, gone]
+    tgt = _target(session, ids)
+    assert _diff(_source(cfg, "DE", ids), tgt) == []
+    assert tgt[(changed, "invoice", changed * 100)]["amount"] == Decimal("12.34")
+    assert (deleted_row, "payment", deleted_row * 100 + 2) not in tgt
+    assert not [k for k in tgt if k[0] == gone]
+    entry = session.execute("SELECT * FROM customers_by_country WHERE country='DE' AND bucket=%s AND "
+                            "customer_id=%s", (schema.customer_bucket(gone), gone)).one()
+    assert entry is None
+
+
+def test_delete_country_entity_then_all_touches_only_that_country(cfg, migrated, session):
+    fr_before = _target(session, range(FR_BASE, FR_BASE + N_FR))
+    res = load.delete_country(cfg, "DE", "payments")
+    assert res["entity_type"] == "payment"
+    de = _target(session, range(DE_BASE, DE_BASE + N_DE))
+    assert de and not [k for k in de if k[1] == "payment"]
+    assert any(k[1] == "invoice" for k in de)
+    load.delete_country(cfg, "DE")
+    assert _target(session, range(DE_BASE, DE_BASE + N_DE)) == {}
+    assert list(session.execute("SELECT * FROM plans WHERE country = 'DE'")) == []
+    assert _target(session, range(FR_BASE, FR_BASE + N_FR)) == fr_before  # FR untouched
+    assert len(fr_before) == N_FR * 10
+    with pytest.raises(ValueError):
+        load.delete_country(cfg, "DE", "customers")
