@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -183,6 +184,7 @@ class CompareResult:
 _ENTITY_COLS = schema.entity_columns()  # every entity column -> CQL type
 _KIND_OF = {c.name: c.kind for t in schema.ENTITY_TABLES for c in t.columns}
 _ROW_COLS = {t.entity: schema.entity_row_columns(t) for t in schema.ENTITY_TABLES}
+_ROW_SETS = {e: frozenset(cols) for e, cols in _ROW_COLS.items()}
 _STATIC_KIND = {legacy: schema.CUSTOMERS.column(legacy).kind for legacy in schema.CUSTOMER_STATIC}
 
 
@@ -237,14 +239,17 @@ def diff_customer(res: CompareResult, src: SourceCustomer | None, tgt: TargetPar
             res.add("quarantined" if q else "missing", tname, eid, cid)
             continue
         own = _ROW_COLS[etype]
+        res.counts["fields_compared"] += len(own)
         for col in own:
-            kind = _KIND_OF[col]
-            res.counts["fields_compared"] += 1
-            if not same(srow.get(col), trow.get(col)):
-                res.add("different", tname, eid, cid, col, display(kind, srow.get(col)), display(kind, trow.get(col)))
-        for col in _ENTITY_COLS:  # columns of other entities must stay empty in this row
-            if col not in own and trow.get(col) is not None:
-                res.add("different", tname, eid, cid, col, None, display(_KIND_OF[col], trow.get(col)))
+            a, b = srow.get(col), trow.get(col)
+            if not same(a, b):
+                kind = _KIND_OF[col]
+                res.add("different", tname, eid, cid, col, display(kind, a), display(kind, b))
+        if len(trow) > len(own):  # columns of other entities must stay empty in this row
+            own_set = _ROW_SETS[etype]
+            for col, value in trow.items():
+                if col not in own_set and value is not None:
+                    res.add("different", tname, eid, cid, col, None, display(_KIND_OF[col], value))
     for (etype, eid) in sorted(set(tgt_rows) - set(src.rows)):
         res.counts["rows_compared"] += 1
         res.add("extra", _table_name(etype), eid, cid)
@@ -317,24 +322,42 @@ def _source_id_groups(cur, country: str, lo: int, hi: int, customer_ids: list[in
 _STATIC_CQL = schema.CUSTOMER_STATIC  # legacy -> cassandra name
 
 
+_TARGET_COLS = ["customer_id", "entity_type", "entity_id", *_STATIC_CQL.values(), "customer_run_id", *_ENTITY_COLS]
+_POS = {c: i for i, c in enumerate(_TARGET_COLS)}
+_STATIC_POS = [(legacy, _POS[cql], _STATIC_KIND[legacy]) for legacy, cql in _STATIC_CQL.items()]
+# Per entity: its own columns (normalised) and the others (only kept when not null: a finding).
+_OWN_POS = {e: [(c, _POS[c], _KIND_OF[c]) for c in cols] for e, cols in _ROW_COLS.items()}
+_FOREIGN_POS = {e: [(c, _POS[c], _KIND_OF[c]) for c in _ENTITY_COLS if c not in cols] for e, cols in _ROW_COLS.items()}
+
+
 def _target_select() -> str:
-    cols = ["customer_id", "entity_type", "entity_id", *_STATIC_CQL.values(), "customer_run_id", *_ENTITY_COLS]
-    return f"SELECT {', '.join(cols)} FROM customer_billing WHERE customer_id = ?"
+    return f"SELECT {', '.join(_TARGET_COLS)} FROM customer_billing WHERE customer_id = ?"
 
 
-def _partition(cid: int, rows: Iterable[Any]) -> TargetPartition | None:
+def _partition(cid: int, rows: Iterable[tuple]) -> TargetPartition | None:
+    """Rows of one partition (tuples in _TARGET_COLS order) -> static part + entity rows, normalised."""
     static: dict[str, Any] | None = None
     out: dict[tuple[str, int], dict[str, Any]] = {}
     seen = False
+    run_pos = _POS["customer_run_id"]
     for r in rows:
-        seen = True
-        if static is None:
-            raw = {legacy: getattr(r, cql) for legacy, cql in _STATIC_CQL.items()}
-            if any(v is not None for v in raw.values()) or r.customer_run_id is not None:
-                static = {legacy: norm_target(_STATIC_KIND[legacy], v) for legacy, v in raw.items()}
-        if r.entity_type is not None:
-            out[(r.entity_type, int(r.entity_id))] = {
-                col: norm_target(_KIND_OF[col], getattr(r, col)) for col in _ENTITY_COLS}
+        if not seen:
+            seen = True
+            if r[run_pos] is not None or any(r[pos] is not None for _, pos, _ in _STATIC_POS):
+                static = {legacy: norm_target(kind, r[pos]) for legacy, pos, kind in _STATIC_POS}
+        etype = r[1]
+        if etype is None:
+            continue
+        own = _OWN_POS.get(etype)
+        if own is None:  # an entity type the model does not know: every non-null column is kept
+            out[(etype, int(r[2]))] = {c: norm_target(_KIND_OF[c], r[_POS[c]]) for c in _ENTITY_COLS
+                                      if r[_POS[c]] is not None}
+            continue
+        row = {c: norm_target(kind, r[pos]) for c, pos, kind in own}
+        for c, pos, kind in _FOREIGN_POS[etype]:
+            if r[pos] is not None:
+                row[c] = norm_target(kind, r[pos])
+        out[(etype, int(r[2]))] = row
     if not seen:
         return None
     return TargetPartition(cid, static, out)
@@ -368,7 +391,7 @@ def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
     for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=READ_CONCURRENCY,
                                                raise_on_first_error=True):
         if ok:
-            ids.update(int(r.customer_id) for r in rs)
+            ids.update(int(r[0]) for r in rs)
     return ids
 
 
@@ -391,10 +414,11 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
     quarantined = quarantined or set()
     res = CompareResult(country, lo, hi)
     t0 = time.monotonic()
-    with connections.cassandra_session(cfg) as session, connections.mysql_conn("mysql_export", cfg) as conn:
-        from cassandra.query import named_tuple_factory
+    with connections.cassandra_session(cfg) as session, connections.mysql_conn("mysql_export", cfg) as conn, \
+            ThreadPoolExecutor(1, thread_name_prefix="compare-target") as pool:
+        from cassandra.query import tuple_factory
 
-        session.row_factory = named_tuple_factory
+        session.row_factory = tuple_factory
         prepared = session.prepare(_target_select())
         index = _index_ids(session, country, lo, hi)
         wanted = None if customer_ids is None else {int(c) for c in customer_ids}
@@ -406,8 +430,10 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
             id_cur = conn.cursor()
             try:
                 for ids in _source_id_groups(id_cur, country, lo, hi, customer_ids, group_size):
+                    # both reads are I/O bound: read the target partitions while MySQL answers
+                    fut = pool.submit(_target_group, session, prepared, ids)
                     src = _source_group(cur, country, ids)
-                    tgt = _target_group(session, prepared, ids)
+                    tgt = fut.result()
                     for cid in ids:
                         s = src.get(cid)
                         if s is None:
