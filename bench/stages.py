@@ -1,0 +1,162 @@
+"""Adapters from a worker spec to the project's real stage functions (never re-implementations).
+
+`prepare(spec)` does the imports and argument checks outside the timed region and returns a zero-argument
+callable that runs the stage over the spec's chunks and returns counts. `availability()` says which stages
+exist in this checkout, so a stage that has not landed yet is reported as "not available", never faked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# stage -> (module, function) it measures
+STAGE_FUNCS: dict[str, tuple[str, str]] = {
+    "seed": ("billing_migration.generator", "seed"),
+    "export": ("billing_migration.export", "export_chunk"),
+    "transform": ("billing_migration.transform", "transform_chunk"),
+    "load": ("billing_migration.load", "load_chunk"),
+    "compare": ("billing_migration.compare", "compare_range"),
+    "snapshot": ("billing_migration.snapshot", "snapshot_cassandra_split"),
+}
+
+
+def availability() -> dict[str, str | None]:
+    """stage -> None if importable and callable, else the reason it is not available."""
+    out: dict[str, str | None] = {}
+    for stage, (mod, fn) in STAGE_FUNCS.items():
+        try:
+            m = importlib.import_module(mod)
+        except ImportError as exc:
+            out[stage] = f"module {mod} not importable ({exc})"
+            continue
+        out[stage] = None if callable(getattr(m, fn, None)) else f"{mod} has no {fn}()"
+    return out
+
+
+def _cfg():
+    from billing_migration.config import load_config
+
+    return load_config()
+
+
+def _sum_numeric(acc: dict[str, Any], counts: Any, prefix: str = "") -> None:
+    if not isinstance(counts, dict):
+        return
+    for k, v in counts.items():
+        if isinstance(v, dict):
+            _sum_numeric(acc, v, f"{prefix}{k}.")
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            acc[f"{prefix}{k}"] = acc.get(f"{prefix}{k}", 0) + v
+
+
+def warm_up(cfg) -> None:
+    """Import the hooks and drivers every stage touches, outside the timed region (a one-off per process)."""
+    from billing_migration import connections
+
+    connections.s3_client(cfg)
+    import MySQLdb  # noqa: F401
+    from airflow.providers.apache.cassandra.hooks.cassandra import CassandraHook  # noqa: F401
+    from airflow.providers.mysql.hooks.mysql import MySqlHook  # noqa: F401
+
+
+def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    stage = spec["stage"]
+    cfg = _cfg()
+    warm_up(cfg)
+    country = spec.get("country")
+    run_id = spec.get("run_id", "")
+    chunks: list[dict[str, Any]] = spec.get("chunks") or []
+
+    if stage == "seed":
+        from billing_migration import generator
+
+        def _seed() -> dict[str, Any]:
+            import dataclasses
+
+            res = generator.seed(cfg, spec["customers"], seed=spec.get("seed", 42), countries={country: 1.0},
+                                 dirty_rate=0.0, first_customer_id=spec.get("first_customer_id", 1),
+                                 replace=spec.get("replace", True))
+            acc: dict[str, Any] = {}
+            _sum_numeric(acc, dataclasses.asdict(res) if dataclasses.is_dataclass(res) else res)
+            return acc
+
+        return _seed
+
+    if stage == "export":
+        from billing_migration import export
+
+        def _export() -> dict[str, Any]:
+            acc: dict[str, Any] = {"rows": 0, "parquet_bytes": 0, "customers": 0}
+            for ch in chunks:
+                m = export.export_chunk(cfg, country, run_id, ch, **spec.get("kwargs", {}))
+                acc["rows"] += sum(t["rows"] for t in m["tables"].values())
+                acc["parquet_bytes"] += sum(t.get("bytes", 0) for t in m["tables"].values())
+                acc["customers"] += m.get("customers", 0)
+            return acc
+
+        return _export
+
+    if stage == "transform":
+        from billing_migration import transform
+
+        def _transform() -> dict[str, Any]:
+            acc: dict[str, Any] = {}
+            for ch in chunks:
+                _sum_numeric(acc, transform.transform_chunk(cfg, country, run_id, ch["chunk"]))
+            return acc
+
+        return _transform
+
+    if stage == "load":
+        from billing_migration import load
+
+        concurrency = int(spec.get("concurrency") or cfg.country(country).load_concurrency)
+
+        def _load() -> dict[str, Any]:
+            acc: dict[str, Any] = {}
+            for ch in chunks:
+                _sum_numeric(acc, load.load_chunk(cfg, country, run_id, ch["chunk"], concurrency=concurrency,
+                                                  rate_limit_rows_per_s=0))
+            return acc
+
+        return _load
+
+    if stage == "compare":
+        from billing_migration import compare
+
+        def _compare() -> dict[str, Any]:
+            acc: dict[str, Any] = {}
+            mismatching = 0
+            for ch in chunks:
+                res = compare.compare_range(cfg, country, ch["lo"], ch["hi"])
+                _sum_numeric(acc, getattr(res, "counts", res))
+                if hasattr(compare, "mismatching_customers"):
+                    mismatching += len(compare.mismatching_customers(res))
+            acc["mismatching_customers"] = mismatching
+            return acc
+
+        return _compare
+
+    if stage == "snapshot":
+        from billing_migration import snapshot
+
+        day = spec.get("day", "2000-01-01")
+
+        def _snapshot() -> dict[str, Any]:
+            acc: dict[str, Any] = {"scanned": 0, "rows_written": 0}
+            for split in chunks:  # token ranges of the ring, from snapshot.token_splits
+                res = snapshot.snapshot_cassandra_split(cfg, day, split, [country])
+                acc["scanned"] += int(res.get("scanned", 0))
+                acc["rows_written"] += sum(sum(t.values()) for t in res.get("counts", {}).values())
+            return acc
+
+        return _snapshot
+
+    if stage == "loadlab":
+        from bench import loadlab
+
+        return loadlab.prepare(cfg, spec)
+
+    raise ValueError(f"unknown stage {stage!r}")
