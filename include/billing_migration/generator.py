@@ -44,7 +44,9 @@ import json
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -139,10 +141,11 @@ class SeedResult:
     counts: dict[str, int]
     dirty: dict[str, int]
     seconds: float
-    generate_seconds: float
-    load_seconds: float
+    generate_seconds: float  # generating + formatting TSV (main thread, includes waits for the loader)
+    load_seconds: float  # LOAD DATA statements (loader thread)
     rows: int = 0
-    rows_per_s: float = 0.0
+    rows_per_s: float = 0.0  # rows / seconds (end to end, including connecting and schema checks)
+    data_rows_per_s: float = 0.0  # rows / wall time of generate+load (they overlap)
     database: str = ""
 
     def as_dict(self) -> dict:
@@ -588,16 +591,13 @@ _UNESC = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0", "b": "\b", "Z"
 
 
 def escape_text(values: np.ndarray) -> list[str]:
-    """Text column -> LOAD DATA fields (ESCAPED BY '\\\\'): NULL -> \\N, specials backslash-escaped."""
-    s = pd.Series(values, dtype=object)
-    null = s.isna().to_numpy()
-    out = s.where(~null, "").astype(str)
-    special = out.str.contains(r"[\\\t\n\r\x00]", regex=True).to_numpy()
-    if special.any():
-        out[special] = [v.translate(_ESC) for v in out[special]]
-    res = out.to_numpy(dtype=object)
-    res[null] = r"\N"
-    return res.tolist()
+    """Text column -> LOAD DATA fields (ESCAPED BY '\\\\'): NULL -> \\N, specials backslash-escaped.
+
+    Escapes each distinct value once (factorize), so low-cardinality columns cost one lookup per row.
+    """
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    escaped = np.array([str(u).translate(_ESC) for u in uniques] + [r"\N"], dtype=object)
+    return escaped[codes].tolist()  # code -1 (NULL) picks the trailing \N
 
 
 def unescape_field(field_: str) -> str | None:
@@ -622,7 +622,7 @@ def _fmt_column(values: np.ndarray, kind: str) -> list[str]:
     v = np.asarray(values).astype(np.int64)
     null = v == NULL_INT
     if kind in ("bigint", "int", "tinyint"):
-        out = v.astype(str).astype(object)
+        out = np.array(list(map(str, v.tolist())), dtype=object)
     elif kind == "decimal":
         a = np.abs(v)
         out = np.strings.add(np.strings.add(np.where(v < 0, "-", ""), (a // E4).astype(str)), ".")
@@ -658,18 +658,26 @@ def _session_for_bulk(cur) -> None:
     cur.execute("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0")
 
 
-def load_frame(conn, table_name: str, df: pd.DataFrame, replace_rows: bool = False,
-               tmpdir: str | None = None) -> int:
-    """Bulk load one frame with LOAD DATA LOCAL INFILE; returns rows loaded (warnings are errors)."""
+LOAD_PIECE_ROWS = 400_000  # rows per LOAD DATA statement / transaction (bounds temp files and undo)
+
+
+def write_tsv(table_name: str, df: pd.DataFrame, tmpdir: str | None = None) -> str | None:
+    """Format a frame into a temp TSV file; returns its path (None for an empty frame)."""
     table = schema.TABLES_BY_NAME[table_name] if table_name != "seed_dirty_rows" else _DIRTY_TABLE
     data = to_tsv(df, table)
     if not data:
-        return 0
-    fd, path = tempfile.mkstemp(suffix=f".{table_name}.tsv", dir=tmpdir)
+        return None
+    fd, path = tempfile.mkstemp(prefix="bm_seed_", suffix=f".{table_name}.tsv", dir=tmpdir)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def load_file(conn, table_name: str, path: str, replace_rows: bool = False) -> int:
+    """LOAD DATA LOCAL INFILE one TSV (then delete it); returns rows loaded. Any warning is an error."""
+    table = schema.TABLES_BY_NAME[table_name] if table_name != "seed_dirty_rows" else _DIRTY_TABLE
+    cols = ", ".join(f"`{c.name}`" for c in table.columns)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        cols = ", ".join(f"`{c.name}`" for c in table.columns)
         with conn.cursor() as cur:
             _session_for_bulk(cur)
             cur.execute(
@@ -680,11 +688,19 @@ def load_frame(conn, table_name: str, df: pd.DataFrame, replace_rows: bool = Fal
             cur.execute("SHOW WARNINGS LIMIT 5")
             warnings = cur.fetchall()
         if warnings:
+            conn.rollback()
             raise RuntimeError(f"LOAD DATA into {table_name} raised warnings: {warnings}")
         conn.commit()
         return int(loaded)
     finally:
         os.unlink(path)
+
+
+def load_frame(conn, table_name: str, df: pd.DataFrame, replace_rows: bool = False,
+               tmpdir: str | None = None) -> int:
+    """Bulk load one frame (write TSV, LOAD DATA, delete); returns rows loaded."""
+    path = write_tsv(table_name, df, tmpdir)
+    return load_file(conn, table_name, path, replace_rows) if path else 0
 
 
 _DIRTY_TABLE = schema.Table("seed_dirty_rows", "row_key", (
@@ -738,25 +754,57 @@ def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str
             for cc in mix:
                 cur.execute("INSERT IGNORE INTO country_routing (country) VALUES (%s)", (cc,))
         conn.commit()
-        plans = plan_catalogue()
-        counts["plans"] = load_frame(conn, "plans", plans, replace_rows=True)
-        tg = time.monotonic()
-        for g in generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
-                                 start_ids, cfg):
-            tl = time.monotonic()
-            gen_s += tl - tg
-            for name in BILLING_TABLES[1:]:
-                counts[name] += load_frame(conn, name, g.tables[name])
-            load_frame(conn, "seed_dirty_rows", g.dirty)
-            for kind, n in g.dirty["kind"].value_counts().items():
-                dirty[str(kind)] += int(n)
-            tg = time.monotonic()
-            load_s += tg - tl
+        counts["plans"] = load_frame(conn, "plans", plan_catalogue(), replace_rows=True)
+        # Pipeline: this thread generates and formats the next piece while one loader thread keeps the
+        # server busy with LOAD DATA (MySQLdb releases the GIL while the server works).
+        t_data = time.monotonic()
+        pending: deque[tuple[str, str, Future[tuple[int, float]]]] = deque()
+
+        def timed_load(name: str, path: str) -> tuple[int, float]:
+            t = time.monotonic()
+            return load_file(conn, name, path), time.monotonic() - t
+
+        def drain(keep: int) -> None:
+            nonlocal load_s
+            while len(pending) > keep:
+                name, _, fut = pending.popleft()
+                n, dt = fut.result()
+                load_s += dt
+                if name != "seed_dirty_rows":
+                    counts[name] += n
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm-seed-load") as pool:
+            try:
+                tg = time.monotonic()
+                for g in generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
+                                         start_ids, cfg):
+                    frames = [*((name, g.tables[name]) for name in BILLING_TABLES[1:]),
+                              ("seed_dirty_rows", g.dirty)]
+                    for kind, n in g.dirty["kind"].value_counts().items():
+                        dirty[str(kind)] += int(n)
+                    for name, df in frames:
+                        for lo in range(0, len(df), LOAD_PIECE_ROWS):
+                            path = write_tsv(name, df.iloc[lo:lo + LOAD_PIECE_ROWS])
+                            if path:
+                                pending.append((name, path, pool.submit(timed_load, name, path)))
+                                drain(keep=2)  # at most ~2 formatted pieces waiting on disk
+                    gen_s += time.monotonic() - tg
+                    drain(keep=2)
+                    tg = time.monotonic()
+                drain(keep=0)
+            except BaseException:
+                for _, path, fut in pending:
+                    if fut.cancel() and os.path.exists(path):
+                        os.unlink(path)  # never started: its temp file is ours to remove
+                raise
+        data_s = time.monotonic() - t_data
     seconds = time.monotonic() - t0
     rows = sum(counts.values())
     return SeedResult(customers=customers, seed=seed, counts=counts, dirty=dirty, seconds=round(seconds, 3),
                       generate_seconds=round(gen_s, 3), load_seconds=round(load_s, 3), rows=rows,
-                      rows_per_s=round(rows / seconds, 1) if seconds else 0.0, database=cfg.mysql_database)
+                      rows_per_s=round(rows / seconds, 1) if seconds else 0.0,
+                      data_rows_per_s=round(rows / data_s, 1) if data_s else 0.0,
+                      database=cfg.mysql_database)
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -783,10 +831,19 @@ def legacy_checksums(cfg: Config | None = None, tables: Iterable[str] = (*BILLIN
     return out
 
 
-def database_size(cfg: Config | None = None) -> dict[str, int]:
-    """Bytes of data + indexes per table of this namespace's database (information_schema)."""
+def database_size(cfg: Config | None = None, analyze: bool = True) -> dict[str, int]:
+    """Bytes of data + indexes per table of this namespace's database (information_schema).
+
+    analyze=True refreshes InnoDB's persistent statistics first: right after a bulk load they lag.
+    """
     cfg = cfg or load_config()
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                    "AND engine = 'InnoDB'", (cfg.mysql_database,))
+        names = [str(r[0]) for r in cur.fetchall()]
+        if analyze and names:
+            cur.execute("ANALYZE TABLE " + ", ".join(f"`{n}`" for n in names))
+            cur.fetchall()
         cur.execute("SELECT table_name, data_length + index_length FROM information_schema.tables "
                     "WHERE table_schema = %s", (cfg.mysql_database,))
         return {str(r[0]): int(r[1]) for r in cur.fetchall()}

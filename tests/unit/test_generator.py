@@ -7,7 +7,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-
 from billing_migration import generator as g
 from billing_migration import schema
 
