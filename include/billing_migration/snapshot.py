@@ -17,12 +17,13 @@ file, even an empty one, so a missing file always means a missing task, never "n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,16 @@ def token_splits(n: int) -> list[dict[str, int]]:
     return [{"split": i, "lo": bounds[i], "hi": bounds[i + 1]} for i in range(n)]
 
 
+@contextlib.contextmanager
+def _session(cfg: Config, session=None) -> Iterator[Any]:
+    """The caller's session (callers scanning several ranges reuse one), or a new one closed on exit."""
+    if session is not None:
+        yield session
+        return
+    with connections.cassandra_session(cfg) as s:
+        yield s
+
+
 def _cql_columns() -> list[str]:
     statics = list(schema.CUSTOMER_STATIC.values())
     ents = [c for c in schema.entity_columns() if c != "updated_at"]
@@ -201,7 +212,7 @@ def scan_rows(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) 
 
 
 def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, int], countries: list[str],
-                             fetch_size: int = 5000, client=None) -> dict[str, Any]:
+                             fetch_size: int = 5000, client=None, session=None) -> dict[str, Any]:
     """Scan one token range and write, for every requested country, one Parquet part per table.
 
     One scan serves every country (customers are filtered by their static `country`), so the ring is read
@@ -219,10 +230,10 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
         for cc in sorted(wanted):
             os.makedirs(os.path.join(tmp, cc))
             writers[cc] = {t.name: _PartWriter(t, os.path.join(tmp, cc)) for t in CUSTOMER_TABLES}
-        with connections.cassandra_session(cfg) as session:
-            session.row_factory = tuple_factory
+        with _session(cfg, session) as sess:
+            sess.row_factory = tuple_factory
             last_customer = None
-            for r in scan_rows(session, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
+            for r in scan_rows(sess, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
                 scanned += 1
                 cc = r["country"]
                 if cc not in wanted:
@@ -252,16 +263,19 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
             "seconds": round(elapsed, 3), "counts": counts}
 
 
-def snapshot_cassandra_plans(cfg: Config, day: dt.date | str, country: str, client=None) -> int:
+def snapshot_cassandra_plans(cfg: Config, day: dt.date | str, country: str, client=None, session=None) -> int:
     """The country's plan catalogue (one Cassandra partition) as table=plans/part-0."""
     country = normalize_country(country)
     client = client or connections.s3_client(cfg)
     cols = schema.PLANS.column_names
     with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
         pw = _PartWriter(schema.PLANS, tmp)
-        with connections.cassandra_session(cfg) as session:
-            for row in session.execute(f"SELECT {', '.join(cols)} FROM plans WHERE country = %s", (country,)):
-                pw.add({c: _to_py(getattr(row, c)) for c in cols})
+        from cassandra.query import tuple_factory
+
+        with _session(cfg, session) as sess:
+            sess.row_factory = tuple_factory
+            for row in sess.execute(f"SELECT {', '.join(cols)} FROM plans WHERE country = %s", (country,)):
+                pw.add({c: _to_py(v) for c, v in zip(cols, row, strict=True)})
         return pw.finish(client, cfg.s3_bucket, snapshot_key(cfg, day, "cassandra", country, "plans", 0))
 
 

@@ -145,10 +145,12 @@ CUTOVER = dt.datetime(2026, 11, 1, 0, 0)
 
 def take_snapshots(cfg, day: dt.date, countries: list[str], splits: int = 3) -> dict[str, Any]:
     """What the DAG's snapshot tasks do, called directly."""
-    scans = [snapshot.snapshot_cassandra_split(cfg, day, sp, countries) for sp in snapshot.token_splits(splits)]
-    for cc in countries:
-        snapshot.snapshot_mysql(cfg, day, cc, chunk_customers=37)  # several keyset chunks
-        snapshot.snapshot_cassandra_plans(cfg, day, cc)
+    with connections.cassandra_session(cfg) as session:
+        scans = [snapshot.snapshot_cassandra_split(cfg, day, sp, countries, session=session)
+                 for sp in snapshot.token_splits(splits)]
+        for cc in countries:
+            snapshot.snapshot_mysql(cfg, day, cc, chunk_customers=37)  # several keyset chunks
+            snapshot.snapshot_cassandra_plans(cfg, day, cc, session=session)
     return {"scans": scans}
 
 
