@@ -36,7 +36,7 @@ from billing_migration.schema import TABLES, Table
 log = logging.getLogger(__name__)
 
 ROLE = "mysql_gate"
-TRIGGER_VERSION = "bm_gate v1"
+TRIGGER_VERSION = "bm_gate v2"
 _OPS = {"INSERT": "bi", "UPDATE": "bu", "DELETE": "bd"}
 _ER_LOCK_WAIT_TIMEOUT = 1205
 _ER_LOCK_DEADLOCK = 1213
@@ -76,11 +76,17 @@ def _child_check_sql(row: str) -> str:
 
 def trigger_sql(table: Table, op: str) -> str:
     """The guard trigger of one table and operation (MariaDB 10.11 syntax)."""
-    rows = {"INSERT": ["NEW"], "UPDATE": ["OLD", "NEW"], "DELETE": ["OLD"]}[op]
+    row = {"INSERT": "NEW", "UPDATE": "OLD", "DELETE": "OLD"}[op]
     if table.name in ("customers", "plans"):
-        checks = "".join(_check_country_sql(f"{r}.country") for r in rows)
+        checks = _check_country_sql(f"{row}.country")
+        moved = "NOT (NEW.country <=> OLD.country)"
+        if op == "UPDATE":  # a row moved into another country: that country is checked too
+            checks += f"\n  IF {moved} THEN{_check_country_sql('NEW.country')}\n  END IF;"
     else:
-        checks = "".join(_child_check_sql(r) for r in rows)
+        checks = _child_check_sql(row)
+        if op == "UPDATE":  # a row moved to another customer
+            checks += (f"\n  IF NOT (NEW.customer_id <=> OLD.customer_id) THEN{_child_check_sql('NEW')}"
+                       "\n  END IF;")
     return f"""CREATE OR REPLACE TRIGGER `{trigger_name(table.name, op)}` BEFORE {op} ON `{table.name}`
 FOR EACH ROW
 BEGIN
@@ -195,7 +201,7 @@ def freeze(cfg: Config, country: str, actor: str, run_id: str, drain_timeout_s: 
     if not isinstance(drain_timeout_s, int) or drain_timeout_s < 1:
         raise WriteGateError(f"drain_timeout_s must be a positive integer, got {drain_timeout_s!r}")
     t0 = time.monotonic()
-    ensure_triggers(cfg, lock_wait_timeout_s=drain_timeout_s)
+    created = ensure_triggers(cfg, lock_wait_timeout_s=drain_timeout_s)
     with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
         cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (max(1, drain_timeout_s),))
         try:
@@ -231,9 +237,10 @@ def freeze(cfg: Config, country: str, actor: str, run_id: str, drain_timeout_s: 
                     f"freeze of {country} timed out after {drain_timeout_s}s waiting for in-flight transactions "
                     "that wrote its billing rows; nothing was frozen, writes stay enabled on legacy") from exc
             raise
-        # Belt and braces: older writers that hold no lock on the routing row.
+        # Writers that may hold no lock on the routing row (the triggers are new, or the row did not exist and
+        # a READ COMMITTED writer took no gap lock): wait for every older writing transaction of this database.
         deadline = t0 + drain_timeout_s
-        while True:
+        while created or not before["has_row"]:
             old = _old_writers(cur, frozen_epoch)
             conn.commit()
             if not old:

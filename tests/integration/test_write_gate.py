@@ -111,6 +111,9 @@ def test_freeze_refuses_every_write_of_the_country_and_only_that_country(gate):
     # moving a row into the frozen country is refused too
     with pytest.raises(Exception, match="are frozen"):
         _app(cfg, "UPDATE customers SET country = %s WHERE customer_id = %s", (FROZEN, BASE + 1))
+    # moving a child row of the other country onto a frozen customer is refused as well
+    with pytest.raises(Exception, match="are frozen"):
+        _app(cfg, "UPDATE balance_transactions SET customer_id = %s WHERE txn_id = %s", (BASE, BASE + 1))
     # every write of the other country passes
     for label, sql, args in _writes(1):
         assert _app(cfg, sql, args) >= 0, label
@@ -235,3 +238,38 @@ def test_bad_input_is_refused(gate):
     with pytest.raises(WriteGateError, match="reason"):
         write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="")
     assert write_gate.status(cfg, FROZEN)["writes_frozen"] is False
+
+
+def test_read_committed_writer_of_a_country_without_routing_row_is_waited_for(gate):
+    cfg = gate
+    cc, cid = "NO", BASE + 900
+    assert write_gate.status(cfg, cc)["has_row"] is False
+    done: dict = {}
+    try:
+        with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cur.execute("INSERT INTO customers VALUES (%s,%s,NULL,NULL,'active','2026-01-01',1,'2026-01-01')",
+                        (cid, cc))
+            t = threading.Thread(target=lambda: done.update(write_gate.freeze(cfg, cc, "pytest", RUN,
+                                                                              drain_timeout_s=20)))
+            t.start()
+            time.sleep(1.5)
+            assert not done
+            app.commit()
+            t.join(timeout=20)
+        assert done["writes_frozen"] is True
+        with pytest.raises(Exception, match="country NO are frozen"):
+            _app(cfg, "DELETE FROM customers WHERE customer_id = %s", (cid,))
+    finally:
+        write_gate.unfreeze(cfg, cc, "pytest", RUN, reason="test teardown")
+
+
+def test_steady_state_freeze_does_not_wait_for_other_countries_writers(gate):
+    cfg = gate
+    write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)  # triggers and routing row exist now
+    write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="setup")
+    with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
+        cur.execute("UPDATE customers SET full_name = 'Open' WHERE customer_id = %s", (BASE + 1,))  # OTHER, open
+        out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+        assert out["writes_frozen"] is True and out["drain_s"] < 3
+        app.commit()
