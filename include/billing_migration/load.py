@@ -173,6 +173,14 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _py(col: pa.ChunkedArray) -> list:
+    """Column -> Python values for the driver; timestamps as epoch ms ints (exact, and ~5x cheaper to
+    serialise than tz-aware datetimes)."""
+    if pa.types.is_timestamp(col.type):
+        return col.cast(pa.timestamp("ms")).cast(pa.int64()).to_pylist()
+    return col.to_pylist()
+
+
 def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
     """Yield (customer_id, BatchStatement, rows in batch) for transformed rows sorted by customer."""
     from cassandra import ConsistencyLevel
@@ -184,7 +192,7 @@ def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
     cust = rows.column("customer_id").to_numpy()
     starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]])
     ends = np.r_[starts[1:], n]
-    cols = {name: rows.column(name).to_pylist() for name in rows.column_names}
+    cols = {name: _py(rows.column(name)) for name in rows.column_names}
     etype = cols["entity_type"]
     entity_cols = {t.entity: schema.entity_row_columns(t) for t in schema.ENTITY_TABLES}
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
