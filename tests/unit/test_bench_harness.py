@@ -1,0 +1,104 @@
+"""The benchmark harness's own arithmetic and rendering: medians, throughputs, ratios, tables, JSON round trip,
+and the child-process measurement (peak memory must be the child's own, not inherited from the parent)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from bench import measure, report
+from bench.measure import Sample, summarize
+
+
+def _s(wall: float, rss: float = 100.0, cpu: float = 1.0, **counts) -> Sample:
+    return Sample(wall_s=wall, process_wall_s=wall + 1, maxrss_mb=rss, sum_maxrss_mb=rss, cpu_s=cpu,
+                  stage_cpu_s=cpu / 2, counts=counts)
+
+
+def test_summarize_takes_medians_and_per_rep_throughput():
+    samples = [_s(2.0, 100, 4.0, rows=1000), _s(4.0, 300, 2.0, rows=1000), _s(1.0, 200, 3.0, rows=1000)]
+    out = summarize(samples)
+    assert out["repeats"] == 3
+    assert out["wall_s"] == 2.0 and out["wall_s_min"] == 1.0 and out["wall_s_max"] == 4.0
+    assert out["maxrss_mb"] == 200 and out["cpu_s"] == 3.0
+    # median of per-repetition rates (1000/2, 1000/4, 1000/1) = 500, not 1000 / median(wall)
+    assert out["rows_per_s"] == 500.0
+
+
+def test_summarize_uses_given_work_units_and_rejects_empty():
+    out = summarize([_s(2.0), _s(2.0)], {"rows": 10.0, "MB": 4.0})
+    assert out["rows_per_s"] == 5.0 and out["MB_per_s"] == 2.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_ratio_and_time_ratio_handle_missing_sides():
+    assert measure.ratio(6.0, 2.0) == 3.0
+    assert measure.ratio(None, 2.0) is None and measure.ratio(1.0, 0) is None
+    ours = {"available": True, "wall_s": 9.0}
+    peer = {"available": True, "wall_s": 3.0}
+    assert report.time_ratio(ours, peer) == "3.00×"
+    assert report.time_ratio(ours, {"available": False, "reason": "x"}) == "—"
+    assert report.time_ratio(ours, {"available": True, "failed": "boom", "wall_s": 1.0}) == "—"
+
+
+def test_table_and_fmt():
+    md = report.table(["a", "b"], [["x", 1234567], ["y", 0.05], ["z", None]])
+    lines = md.splitlines()
+    assert lines[0] == "| a | b |" and lines[1] == "|---|---|"
+    assert "1,234,567" in lines[2] and "0.05" in lines[3] and "—" in lines[4]
+    assert report.fmt(12.345) == "12.3" and report.fmt(1500.7) == "1,501"
+
+
+def _results() -> dict:
+    stage = {"available": True, "wall_s": 10.0, "rows_per_s": 1000.0, "maxrss_mb": 300.0, "cpu_s": 12.0,
+             "counts": {"rows": 10000}}
+    peer = {"available": True, "wall_s": 2.0, "rows_per_s": 5000.0, "maxrss_mb": 10.0, "cpu_s": 1.0}
+    return {
+        "started_at": "2026-01-01T00:00:00+00:00", "command": "scripts/bench", "total_wall_s": 1.0,
+        "args": {"repeats": 3}, "machine": {"cpus": 2, "packages": {}}, "servers": {},
+        "availability": {"export": "available", "snapshot": "module missing"},
+        "sizes": {"10000": {"customers": 10000, "country": "NZ", "chunks": 2, "chunk_customers": 5000,
+                            "legacy_rows": {"customers": 10000},
+                            "stages": {"export": stage, "transform": {"available": True, "failed": "KeyError: x"},
+                                       "snapshot": {"available": False, "reason": "module missing"}},
+                            "peers": {"mysql_client": peer, "into_outfile": {"allowed": False, "reason": "no FILE"},
+                                      "load": {}}}},
+    }
+
+
+def test_render_shows_ratio_failures_and_unavailable_stages():
+    text = report.render(_results())
+    assert "5.00×" in text  # 10 s ours / 2 s peer
+    assert "FAILED: KeyError: x" in text
+    assert "not available: module missing" in text
+    assert "no FILE" in text
+    assert report.slowest_stage(_results()) == "export"
+
+
+def test_write_markdown_keeps_hand_written_text(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# B\n\nintro\n\n{report.BEGIN}\nold\n{report.END}\n\nanalysis stays\n")
+    report.write_markdown(_results(), path)
+    text = path.read_text()
+    assert "intro" in text and "analysis stays" in text and "old" not in text
+    assert text.count(report.BEGIN) == 1 and "5.00×" in text
+
+
+def test_results_json_round_trip():
+    r = _results()
+    assert json.loads(json.dumps(r, default=str)) == r
+
+
+def test_child_peak_memory_is_its_own_not_the_parents():
+    ballast = bytearray(300 * 1024 * 1024)  # the parent's high-water mark goes above 300 MB
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    code = "b = bytearray(40 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nimport time; time.sleep(0.3)"
+    u = measure.run_process([sys.executable, "-c", code])
+    assert u.returncode == 0
+    assert 40 <= u.maxrss_mb < 200, u.maxrss_mb  # ru_maxrss would report >= 300 here
+    assert u.cpu_s > 0 and u.wall_s >= 0.3
+    del ballast
