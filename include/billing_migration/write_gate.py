@@ -326,6 +326,26 @@ def cutover(cfg: Config, country: str, actor: str, run_id: str) -> dict[str, Any
     return {**out, "already_cut_over": False}
 
 
+def reset_routing(cfg: Config, actor: str, reason: str) -> list[str]:
+    """Route every country back to legacy, writable (demo/test reseeding only: it discards cut-overs).
+
+    Returns the countries that were frozen or cut over. Each gets a `reset` event.
+    """
+    _check_actor(actor, None)
+    if not isinstance(reason, str) or not reason.strip():
+        raise WriteGateError("a reason is required to reset the routing")
+    with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT country, serving_store, COALESCE(cutover_run_id, freeze_run_id) FROM country_routing "
+                    "WHERE writes_frozen = 1 OR serving_store = 'cassandra' ORDER BY country FOR UPDATE")
+        changed = cur.fetchall()
+        cur.execute("UPDATE country_routing SET serving_store = 'legacy', writes_frozen = 0, frozen_by = NULL, "
+                    "frozen_at = NULL, freeze_run_id = NULL, cutover_at = NULL, cutover_run_id = NULL")
+        for country, store, run in changed:
+            _event(cur, country, "reset", actor, run, f"was {store}: {reason}")
+        conn.commit()
+    return [c for c, _, _ in changed]
+
+
 def status(cfg: Config, country: str) -> dict[str, Any]:
     """Routing of one country (JSON-safe; a country without a row is legacy and writable)."""
     country = normalize_country(country)

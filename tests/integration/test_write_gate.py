@@ -273,3 +273,14 @@ def test_steady_state_freeze_does_not_wait_for_other_countries_writers(gate):
         out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
         assert out["writes_frozen"] is True and out["drain_s"] < 3
         app.commit()
+
+
+def test_reset_routing_makes_every_country_writable_again(gate):
+    cfg = gate
+    write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+    write_gate.cutover(cfg, FROZEN, "pytest", RUN)
+    write_gate.freeze(cfg, OTHER, "pytest", RUN, drain_timeout_s=5)
+    assert write_gate.reset_routing(cfg, "pytest", "reseed") == sorted([FROZEN, OTHER])
+    assert set(write_gate.routing(cfg).values()) == {"legacy"}
+    assert _app(cfg, "UPDATE plans SET price = price + 1 WHERE plan_id = %s", (7000,)) == 1
+    assert write_gate.events(cfg, FROZEN, limit=1)[0]["action"] == "reset"
