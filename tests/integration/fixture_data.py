@@ -1,5 +1,8 @@
 """Small hand-written legacy data for the data-path tests (export/transform/load), independent of generator.py.
 
+Countries are ones migration.yaml does not configure (PT, PL, AR, ZA, KR) and ids/plan ids are far above
+anything generator.seed produces, so these fixtures never collide with generated data in the same session.
+
 Deterministic: customer ids are `base + i`, every customer has one subscription, one plan change, `n_inv`
 monthly invoices each with a payment, and one balance transaction. Tricky-but-valid values are included on
 purpose: emoji (non-BMP) names at exactly the column's max length, NULL emails/tokens/references/invoice ids.
@@ -10,10 +13,16 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from billing_migration import connections
+from billing_migration import connections, schema
 
-PLANS = {"US": (1, "USD"), "GB": (2, "GBP"), "JP": (3, "JPY"), "DE": (4, "EUR"), "FR": (5, "EUR")}
+PLANS = {"PT": (9001, "EUR"), "PL": (9002, "PLN"), "AR": (9003, "ARS"), "ZA": (9004, "ZAR"), "KR": (9005, "KRW")}
+BASE = 10**9  # customer id offset of every fixture
 EMOJI_NAME = "😀" * 255  # 255 characters, 1020 bytes: exactly full_name's max length
+
+
+def _money(currency: str, value: str) -> Decimal:
+    """A valid amount for the currency: 9.99 -> 999 in a currency without minor units."""
+    return Decimal(value) if schema.CURRENCY_MINOR_UNITS[currency] else Decimal(value) * 100
 
 
 def seed(cfg, country: str, n: int, base: int, n_inv: int = 3) -> list[int]:
@@ -21,7 +30,7 @@ def seed(cfg, country: str, n: int, base: int, n_inv: int = 3) -> list[int]:
     plan_id, cur = PLANS[country]
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
         c.execute("INSERT IGNORE INTO plans VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                  (plan_id, country, cur, f"Standard {country}", Decimal("9.99") if cur != "JPY" else 990,
+                  (plan_id, country, cur, f"Standard {country}", _money(cur, "9.99"),
                    2, "HD", dt.datetime(2020, 1, 1)))
         ids = []
         for i in range(n):
@@ -41,7 +50,7 @@ def seed(cfg, country: str, n: int, base: int, n_inv: int = 3) -> list[int]:
                 iid = cid * 100 + k
                 ps = dt.date(2024, 1 + k, 1)
                 pe = dt.date(2024, 2 + k, 1)
-                amt = Decimal("9.99") if cur != "JPY" else Decimal(990)
+                amt = _money(cur, "9.99")
                 c.execute("INSERT INTO invoices VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                           (iid, cid, sid, ps, pe, amt, Decimal("0.00"), cur, "paid",
                            dt.datetime(2024, 1 + k, 1, 0, 0, 1, 123000), signup))
@@ -49,7 +58,7 @@ def seed(cfg, country: str, n: int, base: int, n_inv: int = 3) -> list[int]:
                           (iid, cid, iid, "card", None if k % 2 else "tok_" + "x" * 60, amt, cur,
                            "succeeded", dt.datetime(2024, 1 + k, 1, 0, 5, 0, 999000), signup))
             c.execute("INSERT INTO balance_transactions VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                      (cid, cid, "promo_credit", Decimal("-5.00") if cur != "JPY" else Decimal(-500), cur,
+                      (cid, cid, "promo_credit", _money(cur, "-5.00"), cur,
                        None if i % 2 else cid * 100, None, signup, signup))
         conn.commit()
     return ids

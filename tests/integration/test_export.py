@@ -14,19 +14,19 @@ from billing_migration import connections, export, s3io, schema
 from tests.integration import fixture_data
 
 RUN = "manual__2026-11-23T00:00:00+00:00"
-US_BASE, GB_BASE = 1000, 5000
+PT_BASE, PL_BASE = fixture_data.BASE + 1000, fixture_data.BASE + 5000
 
 
 @pytest.fixture(scope="module")
 def seeded(cfg, legacy_db, s3):
-    us = fixture_data.seed(cfg, "US", 30, US_BASE)
-    gb = fixture_data.seed(cfg, "GB", 12, GB_BASE)
-    # a zero date the driver cannot represent, in a GB invoice (GB is only read by the zero-date test)
+    pt = fixture_data.seed(cfg, "PT", 30, PT_BASE)
+    pl = fixture_data.seed(cfg, "PL", 12, PL_BASE)
+    # a zero date the driver cannot represent, in a PL invoice (PL is only read by the zero-date test)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
         c.execute("UPDATE invoices SET created_at = '0000-00-00 00:00:00.000' WHERE invoice_id = %s",
-                  (GB_BASE * 100 + 1,))
+                  (PL_BASE * 100 + 1,))
         conn.commit()
-    return {"US": us, "GB": gb}
+    return {"PT": pt, "PL": pl}
 
 
 def _chunk_count(cfg, table: schema.Table, country: str, lo: int, hi: int) -> int:
@@ -39,23 +39,23 @@ def _chunk_count(cfg, table: schema.Table, country: str, lo: int, hi: int) -> in
 
 
 def test_plan_chunks_cover_the_country_in_keyset_ranges(cfg, seeded):
-    chunks = export.plan_chunks(cfg, "US", 8)
+    chunks = export.plan_chunks(cfg, "PT", 8)
     assert [c["customers"] for c in chunks] == [8, 8, 8, 6]
     assert [c["chunk"] for c in chunks] == [0, 1, 2, 3]
-    assert chunks[0]["lo"] == US_BASE and chunks[-1]["hi"] == US_BASE + 29
+    assert chunks[0]["lo"] == PT_BASE and chunks[-1]["hi"] == PT_BASE + 29
     assert all(a["hi"] < b["lo"] for a, b in itertools.pairwise(chunks))
-    assert export.plan_chunks(cfg, "NZ", 8) == []
+    assert export.plan_chunks(cfg, "PE", 8) == []
 
 
 def test_manifest_counts_match_source_and_parquet_is_readable(cfg, seeded, s3):
-    chunks = export.plan_chunks(cfg, "US", 8)
+    chunks = export.plan_chunks(cfg, "PT", 8)
     for ch in chunks[:2]:
-        manifest = export.export_chunk(cfg, "US", RUN, ch)
-        stored = s3io.get_json(s3, cfg.s3_bucket, s3io.stage_key(cfg, "US", RUN, "manifest", ch["chunk"], "json"))
+        manifest = export.export_chunk(cfg, "PT", RUN, ch)
+        stored = s3io.get_json(s3, cfg.s3_bucket, s3io.stage_key(cfg, "PT", RUN, "manifest", ch["chunk"], "json"))
         assert stored["tables"] == manifest["tables"]
         for t in schema.CUSTOMER_TABLES:
             entry = manifest["tables"][t.name]
-            assert entry["rows"] == _chunk_count(cfg, t, "US", ch["lo"], ch["hi"]), t.name
+            assert entry["rows"] == _chunk_count(cfg, t, "PT", ch["lo"], ch["hi"]), t.name
             body = s3.get_object(Bucket=cfg.s3_bucket, Key=entry["key"])["Body"].read()
             assert hashlib.sha256(body).hexdigest() == entry["sha256"]
             data = pq.read_table(io.BytesIO(body))
@@ -65,20 +65,20 @@ def test_manifest_counts_match_source_and_parquet_is_readable(cfg, seeded, s3):
             assert (min(keys), max(keys)) == (entry["min_key"], entry["max_key"])
             ids = set(data.column("customer_id").to_pylist())
             assert ids <= set(range(ch["lo"], ch["hi"] + 1))
-        cust = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "US", RUN, "customers", ch["chunk"]))
-        assert set(cust.column("country").to_pylist()) == {"US"}  # no other country's rows
+        cust = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", RUN, "customers", ch["chunk"]))
+        assert set(cust.column("country").to_pylist()) == {"PT"}  # no other country's rows
 
 
 def test_range_spanning_countries_exports_only_the_country(cfg, seeded):
-    m = export.export_chunk(cfg, "GB", RUN, {"chunk": 50, "lo": 0, "hi": 10**9})
+    m = export.export_chunk(cfg, "PL", RUN, {"chunk": 50, "lo": 0, "hi": 2 * 10**9})
     assert m["customers"] == 12
     assert m["tables"]["invoices"]["rows"] == 36
-    assert m["tables"]["customers"]["min_key"] == GB_BASE
+    assert m["tables"]["customers"]["min_key"] == PL_BASE
 
 
 def test_batches_bound_memory_one_row_group_per_batch(cfg, seeded, s3):
-    ch = export.plan_chunks(cfg, "US", 8)[0]
-    m = export.export_chunk(cfg, "US", "batches", ch, batch_rows=5)
+    ch = export.plan_chunks(cfg, "PT", 8)[0]
+    m = export.export_chunk(cfg, "PT", "batches", ch, batch_rows=5)
     inv = m["tables"]["invoices"]
     assert inv["rows"] == 24 and inv["batches"] == math.ceil(24 / 5)
     meta = pq.ParquetFile(io.BytesIO(s3.get_object(Bucket=cfg.s3_bucket, Key=inv["key"])["Body"].read()))
@@ -87,47 +87,47 @@ def test_batches_bound_memory_one_row_group_per_batch(cfg, seeded, s3):
 
 
 def test_zero_date_does_not_crash_and_stays_detectable(cfg, seeded, s3):
-    m = export.export_chunk(cfg, "GB", RUN, {"chunk": 0, "lo": GB_BASE, "hi": GB_BASE + 11})
+    m = export.export_chunk(cfg, "PL", RUN, {"chunk": 0, "lo": PL_BASE, "hi": PL_BASE + 11})
     assert m["tables"]["invoices"]["rows"] == 36
-    inv = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "GB", RUN, "invoices", 0))
+    inv = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PL", RUN, "invoices", 0))
     flagged = [r for r in inv.to_pylist() if r[export.ZERO_DATE_COL]]
     assert [(r["invoice_id"], r[export.ZERO_DATE_COL], r["created_at"]) for r in flagged] == [
-        (GB_BASE * 100 + 1, "created_at", None)]
-    ok = next(r for r in inv.to_pylist() if r["invoice_id"] == GB_BASE * 100)
+        (PL_BASE * 100 + 1, "created_at", None)]
+    ok = next(r for r in inv.to_pylist() if r["invoice_id"] == PL_BASE * 100)
     assert ok["created_at"].microsecond == 123000  # milliseconds preserved
-    cust = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "GB", RUN, "customers", 0))
+    cust = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PL", RUN, "customers", 0))
     assert "😀" * 255 in cust.column("full_name").to_pylist()  # non-BMP at max length intact
 
 
 def test_customer_ids_restrict_the_export(cfg, seeded, s3):
-    ids = [US_BASE + 3, US_BASE + 17]
-    m = export.export_chunk(cfg, "US", RUN, {"chunk": 90001, "lo": ids[0], "hi": ids[-1]}, customer_ids=ids)
+    ids = [PT_BASE + 3, PT_BASE + 17]
+    m = export.export_chunk(cfg, "PT", RUN, {"chunk": 90001, "lo": ids[0], "hi": ids[-1]}, customer_ids=ids)
     assert m["customers"] == 2 and m["tables"]["payments"]["rows"] == 6
-    pay = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "US", RUN, "payments", 90001))
+    pay = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", RUN, "payments", 90001))
     assert set(pay.column("customer_id").to_pylist()) == set(ids)
 
 
 def test_connectorx_engine_gives_identical_files(cfg, seeded, s3):
-    ch = export.plan_chunks(cfg, "US", 8)[1]
-    export.export_chunk(cfg, "US", "mc", ch, engine="mysqlclient")
-    export.export_chunk(cfg, "US", "cx", ch, engine="connectorx")
+    ch = export.plan_chunks(cfg, "PT", 8)[1]
+    export.export_chunk(cfg, "PT", "mc", ch, engine="mysqlclient")
+    export.export_chunk(cfg, "PT", "cx", ch, engine="connectorx")
     for t in schema.CUSTOMER_TABLES:
-        a = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "US", "mc", t.name, ch["chunk"]))
-        b = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "US", "cx", t.name, ch["chunk"]))
+        a = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "mc", t.name, ch["chunk"]))
+        b = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "cx", t.name, ch["chunk"]))
         assert a.equals(b), t.name
 
 
 def test_export_plans_only_the_countrys_plans(cfg, seeded, s3):
-    entry = export.export_plans(cfg, "GB", RUN)
-    plans = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "GB", RUN, "plans", 0))
+    entry = export.export_plans(cfg, "PL", RUN)
+    plans = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PL", RUN, "plans", 0))
     assert entry["rows"] == plans.num_rows == 1
-    assert plans.column("country").to_pylist() == ["GB"]
+    assert plans.column("country").to_pylist() == ["PL"]
 
 
 def test_bad_arguments_are_refused(cfg, seeded):
     with pytest.raises(ValueError):
-        export.plan_chunks(cfg, "US", 0)
+        export.plan_chunks(cfg, "PT", 0)
     with pytest.raises(ValueError):
-        export.export_chunk(cfg, "US", RUN, {"chunk": 0, "lo": 5, "hi": 1})
+        export.export_chunk(cfg, "PT", RUN, {"chunk": 0, "lo": 5, "hi": 1})
     with pytest.raises(ValueError):
-        export.export_chunk(cfg, "US", RUN, {"chunk": 0, "lo": 1, "hi": 5}, engine="odbc")
+        export.export_chunk(cfg, "PT", RUN, {"chunk": 0, "lo": 1, "hi": 5}, engine="odbc")

@@ -16,9 +16,9 @@ from billing_migration import connections, export, load, remigrate, s3io, schema
 from tests.integration import fixture_data
 
 RUN = "scheduled__2026-11-23T01:00:00+00:00"
-DE_BASE, FR_BASE = 20000, 30000
-N_DE, N_FR = 24, 6
-BAD_PAYMENT = (DE_BASE + 2) * 100 + 1  # made negative in the source: must be rejected, never loaded
+AR_BASE, ZA_BASE = fixture_data.BASE + 20000, fixture_data.BASE + 30000
+N_AR, N_ZA = 24, 6
+BAD_PAYMENT = (AR_BASE + 2) * 100 + 1  # made negative in the source: must be rejected, never loaded
 
 
 def _migrate(cfg, country: str, chunk_customers: int, run: str = RUN) -> list[dict]:
@@ -34,13 +34,13 @@ def _migrate(cfg, country: str, chunk_customers: int, run: str = RUN) -> list[di
 
 @pytest.fixture(scope="module")
 def migrated(cfg, legacy_db, cassandra_ks, s3):
-    fixture_data.seed(cfg, "DE", N_DE, DE_BASE)
-    fixture_data.seed(cfg, "FR", N_FR, FR_BASE)
+    fixture_data.seed(cfg, "AR", N_AR, AR_BASE)
+    fixture_data.seed(cfg, "ZA", N_ZA, ZA_BASE)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
         c.execute("UPDATE payments SET amount = -1 WHERE payment_id = %s", (BAD_PAYMENT,))
         conn.commit()
-    de = _migrate(cfg, "DE", 10)
-    _migrate(cfg, "FR", 10)
+    de = _migrate(cfg, "AR", 10)
+    _migrate(cfg, "ZA", 10)
     return de
 
 
@@ -102,8 +102,9 @@ def _norm(v):
 def _diff(src: dict, tgt: dict, skip: set[tuple[str, int]] = frozenset()) -> list:
     problems = []
     for key, fields in src.items():
-        _cid, et, eid = key
-        if et is not None and (schema.TABLE_BY_ENTITY[et].name, eid) in skip:
+        cid, et, eid = key
+        table, key_ = ("customers", cid) if et is None else (schema.TABLE_BY_ENTITY[et].name, eid)
+        if (table, key_) in skip or ("customers", cid) in skip:
             continue
         if key not in tgt:
             problems.append(("missing", key))
@@ -125,18 +126,18 @@ def _rejected(cfg, s3, country: str, run: str = RUN) -> set[tuple[str, int]]:
 
 # ---------------------------------------------------------------------------------------------- tests
 def test_every_source_row_is_in_cassandra_with_equal_values(cfg, migrated, session, s3):
-    rejected = _rejected(cfg, s3, "DE")
+    rejected = _rejected(cfg, s3, "AR")
     assert rejected == {("payments", BAD_PAYMENT)}
-    src = _source(cfg, "DE")
-    tgt = _target(session, range(DE_BASE, DE_BASE + N_DE))
+    src = _source(cfg, "AR")
+    tgt = _target(session, range(AR_BASE, AR_BASE + N_AR))
     assert _diff(src, tgt, skip=rejected) == []
-    assert (DE_BASE + 2, "payment", BAD_PAYMENT) not in tgt
+    assert (AR_BASE + 2, "payment", BAD_PAYMENT) not in tgt
     assert len(tgt) == len(src) - 1
     assert {v.get("run_id", v.get("customer_run_id")) for v in tgt.values()} == {RUN}  # provenance
-    assert tgt[(DE_BASE, None, None)]["full_name"] == "😀" * 255  # non-BMP at max length intact
+    assert tgt[(AR_BASE, None, None)]["full_name"] == "😀" * 255  # non-BMP at max length intact
     counts = [m["transform"] for m in migrated]
     assert sum(c["rejects"] for c in counts) == 1
-    assert sum(m["load"]["customers"] for m in migrated) == N_DE
+    assert sum(m["load"]["customers"] for m in migrated) == N_AR
     assert sum(m["load"]["rows"] for m in migrated) == len(tgt)
 
 
@@ -144,56 +145,56 @@ def test_index_and_plans_are_written(cfg, migrated, session):
     ids = set()
     for b in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS):
         ids |= {r.customer_id for r in session.execute(
-            "SELECT customer_id FROM customers_by_country WHERE country = %s AND bucket = %s", ("DE", b))}
-    assert ids == set(range(DE_BASE, DE_BASE + N_DE))
-    plans = list(session.execute("SELECT plan_id, price, currency, run_id FROM plans WHERE country = 'DE'"))
-    assert [(p.plan_id, p.price, p.currency, p.run_id) for p in plans] == [(4, Decimal("9.9900"), "EUR", RUN)]
+            "SELECT customer_id FROM customers_by_country WHERE country = %s AND bucket = %s", ("AR", b))}
+    assert ids == set(range(AR_BASE, AR_BASE + N_AR))
+    plans = list(session.execute("SELECT plan_id, price, currency, run_id FROM plans WHERE country = 'AR'"))
+    assert [(p.plan_id, p.price, p.currency, p.run_id) for p in plans] == [(9003, Decimal("9.9900"), "ARS", RUN)]
 
 
 def test_rerun_of_the_same_load_leaves_an_identical_partition(cfg, migrated, session):
-    ids = range(DE_BASE, DE_BASE + 10)
+    ids = range(AR_BASE, AR_BASE + 10)
     before = _target(session, ids)
-    again = load.load_chunk(cfg, "DE", RUN, 0, concurrency=4)
+    again = load.load_chunk(cfg, "AR", RUN, 0, concurrency=4)
     assert again["customers"] == 10
     after = _target(session, ids)
     assert after == before
-    n = session.execute("SELECT COUNT(*) FROM customer_billing WHERE customer_id = %s", (DE_BASE,)).one()[0]
+    n = session.execute("SELECT COUNT(*) FROM customer_billing WHERE customer_id = %s", (AR_BASE,)).one()[0]
     assert n == 1 + 1 + 3 + 3 + 1  # subscription, plan change, 3 invoices, 3 payments, 1 credit: no duplicates
 
 
 def test_reload_removes_a_stale_row_and_restores_static_columns(cfg, migrated, session):
-    cid = DE_BASE + 1
+    cid = AR_BASE + 1
     session.execute("INSERT INTO customer_billing (customer_id, entity_type, entity_id, amount, run_id) "
                     "VALUES (%s, 'invoice', 999999, 1.00, 'stale')", (cid,))
     session.execute("UPDATE customer_billing SET email = 'wrong@example.com' WHERE customer_id = %s", (cid,))
     assert (cid, "invoice", 999999) in _target(session, [cid])
-    load.load_chunk(cfg, "DE", RUN, 0)
+    load.load_chunk(cfg, "AR", RUN, 0)
     tgt = _target(session, [cid])
     assert (cid, "invoice", 999999) not in tgt
     assert tgt[(cid, None, None)]["email"] == f"user{cid}@example.com"
-    assert _diff(_source(cfg, "DE", [cid]), tgt) == []
+    assert _diff(_source(cfg, "AR", [cid]), tgt) == []
 
 
 def test_rate_limit_slows_the_load(cfg, migrated):
     rows = sum(m["load"]["rows"] for m in migrated if m["chunk"]["chunk"] == 1)
-    res = load.load_chunk(cfg, "DE", RUN, 1, rate_limit_rows_per_s=rows // 2)
+    res = load.load_chunk(cfg, "AR", RUN, 1, rate_limit_rows_per_s=rows // 2)
     assert res["rows"] == rows
     assert res["seconds"] >= 0.8  # half the rows pass at once (bucket), the other half wait ~1 s
 
 
 def test_write_failures_fail_loudly_and_a_rerun_repairs(cfg, migrated, session, s3, monkeypatch):
-    rows = s3io.get_parquet(s3, cfg.s3_bucket, s3io.stage_key(cfg, "DE", RUN, "transformed", 2))
+    rows = s3io.get_parquet(s3, cfg.s3_bucket, s3io.stage_key(cfg, "AR", RUN, "transformed", 2))
     monkeypatch.setattr(load, "REQUEST_TIMEOUT_S", 0.000001)  # every request times out client-side
     monkeypatch.setattr(load, "MAX_RETRIES", 1)
     with pytest.raises(load.LoadError, match="could not be written"):
-        load.load_rows(session, "DE", rows, RUN, concurrency=4)
+        load.load_rows(session, "AR", rows, RUN, concurrency=4)
     monkeypatch.undo()
-    res = load.load_rows(session, "DE", rows, RUN, concurrency=4)
-    assert res["customers"] == N_DE - 20 and res["timeouts_retried"] == 0
+    res = load.load_rows(session, "AR", rows, RUN, concurrency=4)
+    assert res["customers"] == N_AR - 20 and res["timeouts_retried"] == 0
 
 
 def test_remigrate_rewrites_whole_partitions(cfg, migrated, session):
-    changed, deleted_row, gone = DE_BASE + 5, DE_BASE + 6, DE_BASE + 23
+    changed, deleted_row, gone = AR_BASE + 5, AR_BASE + 6, AR_BASE + 23
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
         c.execute("UPDATE invoices SET amount = 12.34 WHERE invoice_id = %s", (changed * 100,))
         c.execute("UPDATE customers SET full_name = 'Renamed 🚀' WHERE customer_id = %s", (changed,))
@@ -201,30 +202,63 @@ def test_remigrate_rewrites_whole_partitions(cfg, migrated, session):
         for t in reversed(schema.CUSTOMER_TABLES):
             c.execute(f"DELETE FROM `{t.name}` WHERE customer_id = %s", (gone,))
         conn.commit()
-    res = remigrate.remigrate_customers(cfg, "DE", RUN, [changed, deleted_row, gone], round_no=1)
+    res = remigrate.remigrate_customers(cfg, "AR", RUN, [changed, deleted_row, gone], round_no=1)
     assert res["chunk"] == 90001 and res["loaded_customers"] == 2 and res["deleted_absent"] == 1
     ids = [changed, deleted_row, gone]
     tgt = _target(session, ids)
-    assert _diff(_source(cfg, "DE", ids), tgt) == []
+    assert _diff(_source(cfg, "AR", ids), tgt) == []
     assert tgt[(changed, "invoice", changed * 100)]["amount"] == Decimal("12.34")
     assert (deleted_row, "payment", deleted_row * 100 + 2) not in tgt
     assert not [k for k in tgt if k[0] == gone]
-    entry = session.execute("SELECT * FROM customers_by_country WHERE country='DE' AND bucket=%s AND "
+    entry = session.execute("SELECT * FROM customers_by_country WHERE country='AR' AND bucket=%s AND "
                             "customer_id=%s", (schema.customer_bucket(gone), gone)).one()
     assert entry is None
 
 
 def test_delete_country_entity_then_all_touches_only_that_country(cfg, migrated, session):
-    fr_before = _target(session, range(FR_BASE, FR_BASE + N_FR))
-    res = load.delete_country(cfg, "DE", "payments")
+    za_before = _target(session, range(ZA_BASE, ZA_BASE + N_ZA))
+    res = load.delete_country(cfg, "AR", "payments")
     assert res["entity_type"] == "payment"
-    de = _target(session, range(DE_BASE, DE_BASE + N_DE))
+    de = _target(session, range(AR_BASE, AR_BASE + N_AR))
     assert de and not [k for k in de if k[1] == "payment"]
     assert any(k[1] == "invoice" for k in de)
-    load.delete_country(cfg, "DE")
-    assert _target(session, range(DE_BASE, DE_BASE + N_DE)) == {}
-    assert list(session.execute("SELECT * FROM plans WHERE country = 'DE'")) == []
-    assert _target(session, range(FR_BASE, FR_BASE + N_FR)) == fr_before  # FR untouched
-    assert len(fr_before) == N_FR * 10
+    load.delete_country(cfg, "AR")
+    assert _target(session, range(AR_BASE, AR_BASE + N_AR)) == {}
+    assert list(session.execute("SELECT * FROM plans WHERE country = 'AR'")) == []
+    assert _target(session, range(ZA_BASE, ZA_BASE + N_ZA)) == za_before  # ZA untouched
+    assert len(za_before) == N_ZA * 10
     with pytest.raises(ValueError):
-        load.delete_country(cfg, "DE", "customers")
+        load.delete_country(cfg, "AR", "customers")
+
+
+def test_generated_dirty_rows_are_all_rejected_and_tricky_rows_load_intact(cfg, legacy_db, session, s3):
+    """generator.seed's labelled dirty rows: every invalid one rejected, every valid-tricky one loaded."""
+    from billing_migration import generator
+
+    first = 4 * 10**9  # above every fixture id (replace=False appends)
+    n = 300
+    generator.seed(cfg, n, seed=7, countries={"NZ": 1.0}, dirty_rate=0.05, replace=False, first_customer_id=first)
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as c:
+        c.execute("SELECT kind, table_name, row_key FROM seed_dirty_rows WHERE customer_id >= %s", (first,))
+        dirty = c.fetchall()
+    assert {k for k, _, _ in dirty} >= {"orphan_payment", "zero_date", "duplicate_natural_key", "non_bmp_unicode"}
+    run = "gen"
+    export.export_plans(cfg, "NZ", run)
+    load.load_plans(cfg, "NZ", run)
+    ch = {"chunk": 0, "lo": first, "hi": first + n - 1}
+    manifest = export.export_chunk(cfg, "NZ", run, ch)
+    assert manifest["customers"] == n
+    counts = transform.transform_chunk(cfg, "NZ", run, 0)
+    rejected = _rejected(cfg, s3, "NZ", run)
+    invalid = {(t, k) for kind, t, k in dirty if kind in generator.INVALID_KINDS}
+    tricky = {(t, k) for kind, t, k in dirty if kind in generator.VALID_TRICKY_KINDS}
+    assert invalid and invalid <= rejected
+    assert not tricky & rejected
+    rej = s3io.get_parquet(s3, cfg.s3_bucket, s3io.stage_key(cfg, "NZ", run, "rejects", 0)).to_pylist()
+    direct = {(r["table"], r["key"]) for r in rej if r["rule"] != "cascade"}
+    assert direct <= invalid  # no clean row rejected by a rule (only labelled ones, plus their children)
+    assert counts["rejects"] == len(rejected)
+    load.load_chunk(cfg, "NZ", run, 0)
+    ids = [first + i for i in range(n)]
+    src = _source(cfg, "NZ", ids)
+    assert _diff(src, _target(session, ids), skip=rejected) == []
