@@ -63,7 +63,7 @@ with DAG(
 
     @task
     def resync_customers() -> dict:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         p = _params()
         if not p["resync_customer_ids"]:

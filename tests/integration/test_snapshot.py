@@ -129,6 +129,20 @@ def set_routing(cfg, country: str, serving: str, frozen: int, cutover_at: dt.dat
         conn.commit()
 
 
+def reset_stores(cfg) -> None:
+    """Empty billing tables, routing and the Cassandra tables of this session (other test files seed too)."""
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for t in reversed(schema.TABLES):
+            cur.execute(f"TRUNCATE TABLE `{t.name}`")
+        cur.execute("DELETE FROM country_routing")
+        cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+        conn.commit()
+    with connections.cassandra_session(cfg) as s:
+        for table in ("customer_billing", "plans", "customers_by_country"):
+            s.execute(f"TRUNCATE {table}", timeout=120)
+
+
 def seed_both(cfg, country: str, n: int, first_id: int) -> dict[str, list[dict[str, Any]]]:
     rows = build(country, n, first_id)
     write_mysql(cfg, rows)
@@ -165,6 +179,7 @@ def differences(cfg, s3, result) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def seeded(cfg, legacy_db, cassandra_ks, s3):
+    reset_stores(cfg)
     data = {US: seed_both(cfg, US, 120, 10_000), GB: seed_both(cfg, GB, 60, 20_000),
             CA: seed_both(cfg, CA, 40, 30_000)}
     set_routing(cfg, US, "legacy", 1)                 # frozen, not yet cut over: MySQL is the truth
@@ -279,10 +294,13 @@ def test_after_cutover_new_cassandra_writes_pass_but_legacy_writes_are_drift(cfg
                   "VALUES (%s, 'invoice', %s, %s, %s, %s, %s, %s, 'GBP', 'pending', %s, %s)",
                   (20_000, new_invoice, 20_000 * 10 + 1, dt.date(2026, 11, 2), dt.date(2026, 12, 2),
                    Decimal("7.9900"), Decimal("0.7990"), _ts(2026, 11, 2), _ts(2026, 11, 2)))
+    # A writer that bypassed the gate (simulated by lifting the routing row the guard triggers read).
+    set_routing(cfg, GB, "legacy", 0)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
         cur.execute("UPDATE customers SET email='changed@example.org', updated_at=%s WHERE customer_id=%s",
                     (_ts(2026, 11, 2), 20_001))
         conn.commit()
+    set_routing(cfg, GB, "cassandra", 1, CUTOVER)
     day = dt.date(2026, 11, 5)
     take_snapshots(cfg, day, [GB])
     res = run_reconcile(cfg, day, GB)
