@@ -9,9 +9,6 @@ Both load into `customer_billing_peer`, a table with the same columns and primar
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import decimal
 import os
 import shutil
 import subprocess
@@ -170,25 +167,15 @@ def dsbulk_command(jar: Path, host: str, port: int, keyspace: str, csv_path: Pat
             "--log.directory", str(PEER_DIR / "dsbulk-logs")]
 
 
-def _csv_value(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, dt.datetime):
-        if v.tzinfo is None:
-            v = v.replace(tzinfo=dt.UTC)
-        return v.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    if isinstance(v, decimal.Decimal):
-        return format(v, "f")
-    return str(v)
-
-
 def write_peer_csv(cfg, country: str, run_id: str, path: Path) -> dict[str, int]:
     """CSV of the transformed rows (the rows our load writes), restricted to customer_billing's columns.
 
-    Sorted by partition key, so the peer can group a partition's rows into one batch, as ours does.
+    Sorted by partition key, so the peer can group a partition's rows into one batch, as ours does. Written by
+    Arrow's CSV writer (timestamps as `2026-01-01 00:00:00.000Z`, decimals exact, nulls as empty fields).
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
     from billing_migration import connections, s3io
 
     client = connections.s3_client(cfg)
@@ -196,26 +183,19 @@ def write_peer_csv(cfg, country: str, run_id: str, path: Path) -> dict[str, int]
     if not keys:
         raise FileNotFoundError(f"no transformed parts for {country} run {run_id}")
     with connections.cassandra_session(cfg) as session:
-        cols = [r.column_name for r in session.execute(
+        cols = {r.column_name for r in session.execute(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name=%s AND table_name=%s",
-            (cfg.cassandra_keyspace, "customer_billing"))]
-    rows = partitions = 0
-    last = None
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        header: list[str] | None = None
-        for key in keys:
-            tbl = s3io.get_parquet(client, cfg.s3_bucket, key)
-            names = [n for n in tbl.column_names if n in cols]
-            if header is None:
-                first = ["customer_id", "entity_type", "entity_id"]
-                header = first + [n for n in names if n not in first]
-                w.writerow(header)
-            tbl = tbl.select(header).sort_by([("customer_id", "ascending")])
-            for rec in tbl.to_pylist():
-                w.writerow([_csv_value(rec[c]) for c in header])
-                rows += 1
-                if rec["customer_id"] != last:
-                    partitions += 1
-                    last = rec["customer_id"]
-    return {"rows": rows, "partitions": partitions, "bytes": path.stat().st_size}
+            (cfg.cassandra_keyspace, "customer_billing"))}
+    tbl = pa.concat_tables([s3io.get_parquet(client, cfg.s3_bucket, k) for k in keys])
+    # the static row of a partition carries the run id as customer_run_id, as load.py writes it
+    static = pc.is_null(tbl.column("entity_type"))
+    run = tbl.column("run_id")
+    tbl = tbl.set_column(tbl.column_names.index("run_id"), "run_id",
+                         pc.if_else(static, pa.scalar(None, pa.string()), run))
+    tbl = tbl.append_column("customer_run_id", pc.if_else(static, run, pa.scalar(None, pa.string())))
+    first = ["customer_id", "entity_type", "entity_id"]
+    header = first + [n for n in tbl.column_names if n in cols and n not in first]
+    tbl = tbl.select(header)  # parts are key ranges in order and sorted inside: partitions stay contiguous
+    pacsv.write_csv(tbl, str(path))
+    return {"rows": tbl.num_rows, "partitions": len(pc.unique(tbl.column("customer_id"))),
+            "bytes": path.stat().st_size}

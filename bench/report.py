@@ -116,7 +116,7 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         st, pe = r.get("stages", {}), r.get("peers", {})
         rows_total = sum((r.get("legacy_rows") or {}).values())
         out.append(f"### {int(size):,} customers ({r.get('country')}: {rows_total:,} legacy rows, "
-                   f"{r.get('chunks')} chunks of {r.get('chunk_customers')})")
+                   f"{r.get('chunks')} chunks of {r.get('chunk_customers')}; medians of {r.get('repeats')} run(s))")
         if r.get("seed"):
             out.append(f"Seeding (generator, not a migration stage): {fmt(r['seed'].get('wall_s'))} s.")
         out.append("")
@@ -164,6 +164,21 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         if _ok(snap):
             out.append(f"\nSnapshot rows/s counts every row of the ring it scanned ({fmt(snap.get('ring_rows'))}; "
                        "the keyspace also holds the smaller sizes' countries).")
+        out.append("")
+    lab = results.get("load_lab")
+    if lab:
+        out.append(f"### Load experiments ({lab['country']}, {lab['customers']:,} customers, "
+                   f"{lab['concurrency']} requests in flight, one process, Parquet read before the clock)")
+        out.append("")
+        labels = {"asis": "load.load_rows, one session for all chunks",
+                  "build_only": "only build the BatchStatements (no I/O)",
+                  "exec_concurrent": "same batches via cassandra.concurrent.execute_concurrent",
+                  "rows_unbatched": "one INSERT per row via execute_concurrent (no DELETE, no batch)"}
+        rows = []
+        for k, label in labels.items():
+            r = lab.get(k)
+            rows.append(_row(f"{k}: {label}", r, ["wall_s", "rows_per_s", "maxrss_mb", "stage_cpu_s", "cpu_s"]))
+        out.append(table(["variant", "wall s", "rows/s", "peak RSS MB", "CPU s in stage", "CPU s process"], rows))
         out.append("")
     sc = results.get("scaling")
     if sc:

@@ -171,9 +171,11 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="bm-bench-"))
         self.env["BM_TMP_DIR"] = str(self.tmp)
 
+        self.repeats = args.repeats  # set per size by run_size (large sizes: --large-repeats)
+
     def repeat(self, specs_for_rep, repeats: int | None = None) -> list[Sample]:
         out = []
-        for i in range(repeats or self.args.repeats):
+        for i in range(repeats or self.repeats):
             s = run_workers(specs_for_rep(i), self.env, timeout_s=self.args.timeout)
             log(f"    rep {i + 1}: {s.wall_s:.2f} s, {s.maxrss_mb:.0f} MB, cpu {s.cpu_s:.1f} s, {s.counts}")
             out.append(s)
@@ -199,7 +201,7 @@ class Bench:
     def peer_process(self, argv: list[str], env: dict[str, str], out_path: Path | None = None,
                      before=None, parse_json: bool = False) -> list[Sample]:
         samples = []
-        for i in range(self.args.repeats):
+        for i in range(self.repeats):
             if before:
                 before()
             u = run_process(argv, env=env, timeout_s=self.args.timeout,
@@ -235,7 +237,8 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     from bench import peers
 
     cfg, args = b.cfg, b.args
-    out: dict[str, Any] = {"customers": size, "country": country, "stages": {}, "peers": {}}
+    b.repeats = args.repeats if size < args.large_size else args.large_repeats
+    out: dict[str, Any] = {"customers": size, "country": country, "stages": {}, "peers": {}, "repeats": b.repeats}
     have = country_has_data(cfg, country)
     if have and have != size:
         raise RuntimeError(f"{country} already holds {have} customers in namespace {cfg.namespace}, not {size}; "
@@ -380,6 +383,23 @@ def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int]) -> dict[
     return result
 
 
+def run_load_lab(b: Bench, size_result: dict[str, Any]) -> dict[str, Any]:
+    """The load experiments of bench/loadlab.py on one size's transformed rows."""
+    from bench import loadlab
+
+    country = size_result["country"]
+    chunks = _chunks(b.cfg, country, size_result["chunk_customers"])
+    work = {k: float(v) for k, v in (size_result.get("load_rows") or {}).items() if k in ("rows", "partitions")}
+    out: dict[str, Any] = {"country": country, "customers": size_result["customers"],
+                           "concurrency": b.args.lab_concurrency}
+    for variant in loadlab.VARIANTS:
+        log(f"[load lab {country}] {variant}")
+        w = {"rows": work["rows"]} if variant == "rows_unbatched" else work
+        out[variant] = b.stage("loadlab", country, f"bench_{country.lower()}", chunks, repeats=b.args.lab_repeats,
+                               extra={"variant": variant, "concurrency": b.args.lab_concurrency}, work=w)
+    return out
+
+
 def run_scaling(b: Bench, size: int, country: str, procs_list: list[int]) -> dict[str, Any]:
     """Export and load with 1, 2, 4 ... processes on the same chunks (medians of --scaling-repeats)."""
     chunks = _chunks(b.cfg, country, b.args.chunk_customers or b.cfg.country(country).chunk_customers)
@@ -502,12 +522,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
     p.add_argument("--sizes", type=ints, default=[10_000, 100_000], help="customers per country, comma-separated")
     p.add_argument("--repeats", type=int, default=3, help="runs per stage and peer (median reported)")
+    p.add_argument("--large-size", type=int, default=100_000, help="sizes from here on use --large-repeats")
+    p.add_argument("--large-repeats", type=int, default=1,
+                   help="runs per stage at large sizes (one 100k pass of every stage takes ~10 min here)")
     p.add_argument("--parallel", type=ints, default=[1, 2, 4], help="process counts for the scaling runs")
-    p.add_argument("--scaling-size", type=int, default=None, help="size for scaling runs (default: largest)")
+    p.add_argument("--scaling-size", type=int, default=None, help="size for scaling runs (default: smallest)")
     p.add_argument("--scaling-repeats", type=int, default=1)
     p.add_argument("--chunk-customers", type=int, default=None, help="default: migration.yaml's chunk_customers")
     p.add_argument("--peer-concurrency", type=int, default=64, help="DSBulk/Java in-flight requests")
     p.add_argument("--snapshot-splits", type=int, default=4)
+    p.add_argument("--load-lab", type=int, default=-1, help="size for the load experiments (default: smallest; "
+                   "0 = skip)")
+    p.add_argument("--lab-repeats", type=int, default=1)
+    p.add_argument("--lab-concurrency", type=int, default=64)
     p.add_argument("--airflow", choices=("none", "test"), default="test")
     p.add_argument("--airflow-size", type=int, default=None, help="size for the DAG run (default: smallest)")
     p.add_argument("--airflow-repeats", type=int, default=1)
@@ -551,8 +578,12 @@ def main(argv: list[str] | None = None) -> int:
                 countries[size] = next(c for c in SPARE_COUNTRIES if c not in countries.values())
             results["sizes"][str(size)] = run_size(b, size, countries[size])
             _save(results, args)  # partial results survive a later failure
+        if args.load_lab and not b.avail.get("load"):
+            size = args.load_lab if args.load_lab in args.sizes else min(args.sizes)
+            if results["sizes"][str(size)].get("load_rows"):
+                results["load_lab"] = run_load_lab(b, results["sizes"][str(size)])
         if len(args.parallel) > 1 and not b.avail.get("export"):
-            size = args.scaling_size or max(args.sizes)
+            size = args.scaling_size or min(args.sizes)
             results["scaling"] = run_scaling(b, size, countries[size], args.parallel)
         if args.profile != "none":
             stage = args.profile if args.profile != "auto" else report.slowest_stage(results)

@@ -56,7 +56,7 @@ public class JavaLoad {
     if (t.equals(DataTypes.INT)) return Integer.parseInt(s);
     if (t.equals(DataTypes.TINYINT)) return Byte.parseByte(s);
     if (t.equals(DataTypes.DECIMAL)) return new BigDecimal(s);
-    if (t.equals(DataTypes.TIMESTAMP)) return Instant.parse(s);
+    if (t.equals(DataTypes.TIMESTAMP)) return Instant.parse(s.replace(' ', 'T'));  // Arrow writes "date time"
     if (t.equals(DataTypes.DATE)) return LocalDate.parse(s);
     return s;
   }
