@@ -9,7 +9,7 @@ import pytest
 from billing_migration import connections, write_gate
 from billing_migration.write_gate import WriteGateError
 
-FROZEN, OTHER = "NZ", "IE"
+FROZEN, OTHER = "LU", "MT"  # countries no generator or other fixture seeds
 RUN = "manual__2026-11-23T19:40:00+00:00"
 BASE = 7_000_000  # customer ids of this file, away from other tests' data
 
@@ -19,7 +19,7 @@ def _seed(cfg) -> None:
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
         for i, cc in enumerate((FROZEN, OTHER)):
             cid, pid = BASE + i, 7000 + i
-            cur.execute("INSERT IGNORE INTO plans VALUES (%s,%s,'NZD','Std',9.99,2,'HD','2026-01-01 00:00:00')",
+            cur.execute("INSERT IGNORE INTO plans VALUES (%s,%s,'EUR','Std',9.99,2,'HD','2026-01-01 00:00:00')",
                         (pid, cc))
             cur.execute("INSERT IGNORE INTO customers VALUES (%s,%s,'a@x.io','A B','active',"
                         "'2026-01-01 00:00:00.001',1,'2026-01-01 00:00:00')", (cid, cc))
@@ -27,11 +27,11 @@ def _seed(cfg) -> None:
                         "'2026-02-01','2026-01-01 00:00:00')", (cid, cid, pid))
             cur.execute("INSERT IGNORE INTO plan_changes VALUES (%s,%s,%s,%s,%s,'2026-01-02 00:00:00',"
                         "'2026-01-02 00:00:00')", (cid, cid, cid, pid, pid))
-            cur.execute("INSERT IGNORE INTO invoices VALUES (%s,%s,%s,'2026-01-01','2026-01-31',9.99,0,'NZD','paid',"
+            cur.execute("INSERT IGNORE INTO invoices VALUES (%s,%s,%s,'2026-01-01','2026-01-31',9.99,0,'EUR','paid',"
                         "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (cid, cid, cid))
-            cur.execute("INSERT IGNORE INTO payments VALUES (%s,%s,%s,'card','tok_1',9.99,'NZD','succeeded',"
+            cur.execute("INSERT IGNORE INTO payments VALUES (%s,%s,%s,'card','tok_1',9.99,'EUR','succeeded',"
                         "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (cid, cid, cid))
-            cur.execute("INSERT IGNORE INTO balance_transactions VALUES (%s,%s,'promo_credit',1.5,'NZD',NULL,NULL,"
+            cur.execute("INSERT IGNORE INTO balance_transactions VALUES (%s,%s,'promo_credit',1.5,'EUR',NULL,NULL,"
                         "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (cid, cid))
         conn.commit()
 
@@ -58,7 +58,7 @@ def _writes(country_idx: int) -> list[tuple[str, str, tuple]]:
     cc = (FROZEN, OTHER)[country_idx]
     new = BASE + 100 + country_idx
     return [
-        ("plans insert", "INSERT INTO plans VALUES (%s,%s,'NZD','X',1,1,'SD','2026-01-01')", (pid + 100, cc)),
+        ("plans insert", "INSERT INTO plans VALUES (%s,%s,'EUR','X',1,1,'SD','2026-01-01')", (pid + 100, cc)),
         ("plans update", "UPDATE plans SET price = price + 1 WHERE plan_id = %s", (pid,)),
         ("customers insert", "INSERT INTO customers VALUES (%s,%s,NULL,NULL,'active','2026-01-01',1,'2026-01-01')",
          (new, cc)),
@@ -69,13 +69,13 @@ def _writes(country_idx: int) -> list[tuple[str, str, tuple]]:
         ("plan_changes insert", "INSERT INTO plan_changes VALUES (%s,%s,%s,%s,%s,'2026-01-03','2026-01-03')",
          (new, cid, cid, pid, pid)),
         ("plan_changes update", "UPDATE plan_changes SET changed_at = '2026-01-04' WHERE change_id = %s", (cid,)),
-        ("invoices insert", "INSERT INTO invoices VALUES (%s,%s,%s,'2026-02-01','2026-02-28',9.99,0,'NZD','pending',"
+        ("invoices insert", "INSERT INTO invoices VALUES (%s,%s,%s,'2026-02-01','2026-02-28',9.99,0,'EUR','pending',"
          "'2026-02-01','2026-02-01')", (new, cid, cid)),
         ("invoices update", "UPDATE invoices SET amount = 10 WHERE invoice_id = %s", (cid,)),
-        ("payments insert", "INSERT INTO payments VALUES (%s,%s,%s,'card',NULL,1,'NZD','failed','2026-02-01',"
+        ("payments insert", "INSERT INTO payments VALUES (%s,%s,%s,'card',NULL,1,'EUR','failed','2026-02-01',"
          "'2026-02-01')", (new, cid, cid)),
         ("payments update", "UPDATE payments SET status = 'refunded' WHERE payment_id = %s", (cid,)),
-        ("balance_transactions insert", "INSERT INTO balance_transactions VALUES (%s,%s,'promo_credit',1,'NZD',NULL,"
+        ("balance_transactions insert", "INSERT INTO balance_transactions VALUES (%s,%s,'promo_credit',1,'EUR',NULL,"
          "NULL,'2026-02-01','2026-02-01')", (new, cid)),
         ("balance_transactions update", "UPDATE balance_transactions SET amount = 2 WHERE txn_id = %s", (cid,)),
         # deletes, children first so the foreign keys would allow them
@@ -161,7 +161,7 @@ def test_freeze_waits_for_an_in_flight_transaction(gate):
     cfg = gate
     done: dict = {}
     with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
-        cur.execute("INSERT INTO invoices VALUES (%s,%s,%s,'2026-03-01','2026-03-31',5,0,'NZD','pending',"
+        cur.execute("INSERT INTO invoices VALUES (%s,%s,%s,'2026-03-01','2026-03-31',5,0,'EUR','pending',"
                     "'2026-03-01','2026-03-01')", (BASE + 500, BASE, BASE))
         t = threading.Thread(target=lambda: done.update(write_gate.freeze(cfg, FROZEN, "pytest", RUN,
                                                                           drain_timeout_s=20)))
