@@ -262,3 +262,11 @@ def test_generated_dirty_rows_are_all_rejected_and_tricky_rows_load_intact(cfg, 
     ids = [first + i for i in range(n)]
     src = _source(cfg, "NZ", ids)
     assert _diff(src, _target(session, ids), skip=rejected) == []
+
+
+def test_clean_chunk_writes_an_empty_rejects_file(cfg, migrated, s3):
+    """Always written, so a rerun that fixed the data replaces the old rejects instead of leaving them."""
+    key = s3io.stage_key(cfg, "ZA", RUN, "rejects", 0)
+    rejects = s3io.get_parquet(s3, cfg.s3_bucket, key)
+    assert rejects.num_rows == 0
+    assert rejects.schema.names == ["table", "key", "customer_id", "reason", "field", "rule"]
