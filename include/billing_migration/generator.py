@@ -141,7 +141,7 @@ class SeedResult:
     counts: dict[str, int]
     dirty: dict[str, int]
     seconds: float
-    generate_seconds: float  # generating + formatting TSV (main thread, includes waits for the loader)
+    generate_seconds: float  # generating + formatting TSV (main thread, waits for the loader excluded)
     load_seconds: float  # LOAD DATA statements (loader thread)
     rows: int = 0
     rows_per_s: float = 0.0  # rows / seconds (end to end, including connecting and schema checks)
@@ -243,13 +243,7 @@ def generate_chunks(customers: int, seed: int = 42, countries: dict[str, float] 
                     dirty_rate: float = 0.0, as_of: date = date(2026, 11, 1), first_customer_id: int = 1,
                     start_ids: dict[str, int] | None = None, cfg: Config | None = None) -> Iterable[Generated]:
     """Yield one Generated per chunk of CHUNK_CUSTOMERS customers; ids continue densely across chunks."""
-    if not isinstance(customers, int) or customers < 1:
-        raise ValueError(f"customers must be a positive integer, got {customers!r}")
-    if not 0.0 <= dirty_rate <= 0.5:
-        raise ValueError(f"dirty_rate must be in [0, 0.5], got {dirty_rate!r}")
-    if first_customer_id < 1:
-        raise ValueError("first_customer_id must be >= 1")
-    mix = countries_for(cfg, countries)
+    mix = _validate(customers, dirty_rate, first_customer_id, cfg, countries)
     plans = plan_catalogue()
     next_ids = {"subscriptions": 1, "plan_changes": 1, "invoices": 1, "payments": 1,
                 "balance_transactions": 1, **(start_ids or {})}
@@ -260,6 +254,18 @@ def generate_chunks(customers: int, seed: int = 42, countries: dict[str, float] 
                    force_each_kind=ci == 0 and customers >= 100)
         next_ids = g.next_ids
         yield g
+
+
+def _validate(customers: int, dirty_rate: float, first_customer_id: int, cfg: Config | None,
+              countries: dict[str, float] | None) -> dict[str, float]:
+    """Check every argument before anything is generated or truncated; returns the country mix."""
+    if not isinstance(customers, int) or isinstance(customers, bool) or customers < 1:
+        raise ValueError(f"customers must be a positive integer, got {customers!r}")
+    if not 0.0 <= dirty_rate <= 0.5:
+        raise ValueError(f"dirty_rate must be in [0, 0.5], got {dirty_rate!r}")
+    if not isinstance(first_customer_id, int) or first_customer_id < 1:
+        raise ValueError(f"first_customer_id must be an integer >= 1, got {first_customer_id!r}")
+    return countries_for(cfg, countries)
 
 
 def _pick(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
@@ -729,11 +735,11 @@ def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str
     """Fill the legacy database deterministically. replace=True empties the billing tables (not routing)."""
     cfg = cfg or load_config()
     t0 = time.monotonic()
-    mix = countries_for(cfg, countries)  # validate before touching anything
+    mix = _validate(customers, dirty_rate, first_customer_id, cfg, countries)  # before touching anything
     ensure_database(cfg)
     counts = dict.fromkeys(BILLING_TABLES, 0)
     dirty: dict[str, int] = dict.fromkeys(DIRTY_KINDS, 0)
-    gen_s = load_s = 0.0
+    load_s = wait_s = 0.0
     with connections.mysql_conn("mysql_admin", cfg) as conn:
         with conn.cursor() as cur:
             _session_for_bulk(cur)
@@ -765,17 +771,18 @@ def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str
             return load_file(conn, name, path), time.monotonic() - t
 
         def drain(keep: int) -> None:
-            nonlocal load_s
+            nonlocal load_s, wait_s
+            tw = time.monotonic()
             while len(pending) > keep:
                 name, _, fut = pending.popleft()
                 n, dt = fut.result()
                 load_s += dt
                 if name != "seed_dirty_rows":
                     counts[name] += n
+            wait_s += time.monotonic() - tw
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm-seed-load") as pool:
             try:
-                tg = time.monotonic()
                 for g in generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
                                          start_ids, cfg):
                     frames = [*((name, g.tables[name]) for name in BILLING_TABLES[1:]),
@@ -788,9 +795,7 @@ def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str
                             if path:
                                 pending.append((name, path, pool.submit(timed_load, name, path)))
                                 drain(keep=2)  # at most ~2 formatted pieces waiting on disk
-                    gen_s += time.monotonic() - tg
                     drain(keep=2)
-                    tg = time.monotonic()
                 drain(keep=0)
             except BaseException:
                 for _, path, fut in pending:
@@ -798,6 +803,7 @@ def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str
                         os.unlink(path)  # never started: its temp file is ours to remove
                 raise
         data_s = time.monotonic() - t_data
+        gen_s = data_s - wait_s
     seconds = time.monotonic() - t0
     rows = sum(counts.values())
     return SeedResult(customers=customers, seed=seed, counts=counts, dirty=dirty, seconds=round(seconds, 3),

@@ -149,6 +149,10 @@ def test_append_continues_ids_and_collisions_are_refused(cfg, legacy_db):
     before = generator.legacy_checksums(cfg)
     with pytest.raises(ValueError, match="collides"):
         generator.seed(cfg, 10, seed=6, first_customer_id=1, replace=False)
+    with pytest.raises(ValueError, match="customers must be"):
+        generator.seed(cfg, 0, seed=6)  # replace=True, but refused before truncating
+    with pytest.raises(ValueError, match="dirty_rate"):
+        generator.seed(cfg, 10, dirty_rate=2.0)
     assert generator.legacy_checksums(cfg) == before  # refused before touching anything
     res = generator.seed(cfg, 200, seed=6, first_customer_id=301, replace=False, countries={"JP": 1, "SE": 1})
     assert res.counts["customers"] == 200
