@@ -239,9 +239,11 @@ def freeze(cfg: Config, country: str, actor: str, run_id: str, drain_timeout_s: 
             if _errno(exc) in (_ER_LOCK_WAIT_TIMEOUT, _ER_LOCK_DEADLOCK):
                 _log_event(cfg, country, "freeze_timeout", actor, run_id,
                            f"in-flight writers did not finish within {drain_timeout_s}s")
+                why = (f"timed out after {drain_timeout_s}s waiting for" if _errno(exc) == _ER_LOCK_WAIT_TIMEOUT
+                       else "deadlocked with")
                 raise WriteGateError(
-                    f"freeze of {country} timed out after {drain_timeout_s}s waiting for in-flight transactions "
-                    "that wrote its billing rows; nothing was frozen, writes stay enabled on legacy") from exc
+                    f"freeze of {country} {why} in-flight transactions that wrote its billing rows; "
+                    "nothing was frozen, writes stay enabled on legacy; retry") from exc
             raise
         # Writers that may hold no lock on the routing row (the triggers are new, or the row did not exist and
         # a READ COMMITTED writer took no gap lock): wait for every older writing transaction of this database.
