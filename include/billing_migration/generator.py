@@ -300,7 +300,7 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     email = np.strings.add(email, np.array(DOMAINS)[rng.integers(0, len(DOMAINS), size=n)]).astype(object)
     subscribed = ~_pick(rng, n, P_NEVER_SUBSCRIBED)
     method = METHODS[rng.choice(4, size=n, p=METHOD_P)]
-    last4 = np.char.zfill(rng.integers(0, 10_000, size=n).astype(str), 4)
+    last4 = _digits4(rng, n)
     token = np.strings.add(_token_prefix(method), last4).astype(object)
 
     # ---------------------------------------------------------------- subscriptions
@@ -400,8 +400,8 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     cancelled_at[vol] = vol_at[vol]
     cancelled_at[invol] = last_created[invol] + 14 * DAY_MS
     next_billing = np.where(status == "cancelled", NULL_INT, billing_date(s_m0 + n_inv, s_bd))
-    chg_lo = created[np.cumsum(n_inv) - n_inv + change_at_k - 1 * change] if ns else np.zeros(0, np.int64)
-    chg_lo = np.where(change, chg_lo, 0)
+    # changed during the period before the first one on the new plan (change_at_k - 1 < n_inv always)
+    chg_lo = np.where(change, created[np.cumsum(n_inv) - n_inv + change_at_k - 1], 0)
     changed_at = chg_lo + 3_600_000 + (rng.random(ns) * (20 * DAY_MS)).astype(np.int64)
     sub_last_inv_upd = pd.Series(inv_updated).groupby(seg).max().to_numpy() if ni else np.zeros(0, np.int64)
     sub_updated = np.maximum.reduce([signup_at[sc], sub_last_inv_upd, np.where(change, changed_at, 0),
@@ -424,7 +424,7 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     b_kind = np.concatenate([np.where(gift[cs], "gift_card_redemption", "promo_credit").astype(object),
                              np.full(len(ai), "invoice_credit", dtype=object)])
     b_inv = np.concatenate([np.full(len(cs), NULL_INT, dtype=np.int64), inv_id[ai]])
-    gc_code = np.char.zfill(rng.integers(0, 10_000, size=len(cs)).astype(str), 4)
+    gc_code = _digits4(rng, len(cs))
     b_ref = np.concatenate([np.where(gift[cs], np.strings.add("giftcard:****", gc_code), "promo:WELCOMEBACK")
                             .astype(object), np.full(len(ai), None, dtype=object)])
     order = np.lexsort((b_at, sc[b_sub]))
@@ -471,6 +471,12 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     return Generated(tables, dirty, next_ids)
 
 
+def _digits4(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n random 4-digit strings ('0042'), e.g. a card's last four digits."""
+    v = rng.integers(0, 10_000, size=n)
+    return np.strings.zfill(v.astype(str), 4) if n else np.zeros(0, dtype="<U4")
+
+
 def _token_prefix(method: np.ndarray) -> np.ndarray:
     out = np.empty(len(method), dtype=object)
     for m, prefix in TOKEN_PREFIX.items():
@@ -498,9 +504,10 @@ def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: floa
         labels.append(pd.DataFrame({"kind": kind, "table_name": table, "row_key": keys.astype(np.int64),
                                     "customer_id": cust.astype(np.int64)}))
 
+    empty = pd.DataFrame({"kind": pd.Series(dtype=object), "table_name": pd.Series(dtype=object),
+                          "row_key": pd.Series(dtype=np.int64), "customer_id": pd.Series(dtype=np.int64)})
     if rate <= 0:
-        return pd.DataFrame({"kind": pd.Series(dtype=object), "table_name": pd.Series(dtype=object),
-                             "row_key": pd.Series(dtype=np.int64), "customer_id": pd.Series(dtype=np.int64)})
+        return empty
     inv, pay, cust = t["invoices"], t["payments"], t["customers"]
     inv_pool = [rng.permutation(len(inv))]
     pay_pool = [rng.permutation(len(pay))]
@@ -570,7 +577,7 @@ def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: floa
         dup["created_at"] = np.where(created == ZERO_TS, ZERO_TS, created + 1_000)
         t["invoices"] = pd.concat([inv, dup], ignore_index=True)
         label("duplicate_natural_key", "invoices", dup["invoice_id"].to_numpy(), dup["customer_id"].to_numpy())
-    return pd.concat(labels, ignore_index=True)
+    return pd.concat(labels, ignore_index=True) if labels else empty
 
 
 def _max_name(cid: int) -> str:

@@ -227,3 +227,14 @@ def test_tsv_formats_numbers_dates_nulls_and_zero_dates():
     assert lines[1].split("\t")[3:8] == ["-12.3456", r"\N", "5", r"\N", "0000-00-00 00:00:00.000"]
     d = g._fmt_column(np.array([0, A_DAY, g.NULL_INT]), "date")
     assert d == ["1970-01-01", "2026-11-01", r"\N"]
+
+
+@pytest.mark.parametrize("dirty_rate", [0.0, 0.3])
+def test_tiny_runs_and_many_seeds_do_not_break(dirty_rate):
+    for s in range(60):
+        res = g.generate(1 + s % 6, seed=s, dirty_rate=dirty_rate, as_of=AS_OF)
+        assert len(res.tables["customers"]) == 1 + s % 6
+        subs, inv = res.tables["subscriptions"], res.tables["invoices"]
+        assert set(inv["subscription_id"]) == set(subs["subscription_id"])  # every subscription billed
+        if dirty_rate == 0:
+            assert (inv["period_start"] < A_DAY).all() and res.dirty.empty
