@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("BM_NAMESPACE", "demo")
     logging.basicConfig(level=logging.WARNING)
 
-    from billing_migration import bootstrap, connections, generator, report, s3io
+    from billing_migration import bootstrap, connections, generator, report, s3io, write_gate
     from billing_migration.config import load_config, normalize_country
 
     cfg = load_config()
@@ -37,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     with connections.cassandra_session(cfg, keyspace=False) as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {cfg.cassandra_keyspace}", timeout=120)
     bootstrap.ensure_all(cfg)
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM country_routing")
-        conn.commit()
+    write_gate.reset_routing(cfg, "demo", "demo starts from a clean slate")
     t0 = time.time()
     seeded = generator.seed(cfg, args.customers, seed=args.seed)
     print(f"== seeded legacy database in {time.time() - t0:.1f} s: {seeded}")

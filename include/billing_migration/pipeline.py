@@ -247,7 +247,7 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
             totals[f"round{round_no}_mismatches"] = len(bad)
             totals["quarantined"] = kinds.get("quarantined", 0)
             if bad:
-                compare.write_mismatches(cfg, p.country, run_id, round_no * 100000 + chunk["chunk"], result)
+                compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk["chunk"])
             if not bad:
                 break
             if round_no == p.compare_rounds:

@@ -27,12 +27,10 @@ def dags():
 @pytest.fixture
 def seeded(cfg, legacy_db, cassandra_ks, s3):
     """A fresh legacy DB (clean data), routing reset, empty target for the test countries."""
-    from billing_migration import connections, generator, load
+    from billing_migration import generator, load, write_gate
 
+    write_gate.reset_routing(cfg, "test", "fresh seed")
     generator.seed(cfg, 300, seed=7, countries=MIX)
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM country_routing")
-        conn.commit()
     for cc in MIX:
         load.delete_country(cfg, cc)
     return cfg
@@ -208,13 +206,11 @@ def test_failure_in_a_stage_leaves_the_country_writable_on_legacy(dags, seeded, 
 
 
 def test_dirty_records_are_rejected_with_reasons_and_the_budget_decides(dags, cfg, legacy_db, cassandra_ks, s3):
-    from billing_migration import connections, generator, s3io
+    from billing_migration import connections, generator, s3io, write_gate
     from billing_migration.pipeline import quarantined_keys
 
+    write_gate.reset_routing(cfg, "test", "fresh seed")
     generator.seed(cfg, 600, seed=11, countries=MIX, dirty_rate=0.02)
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM country_routing")
-        conn.commit()
     dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
     strict = _run(dag)
     assert _state(strict) == "failed"  # default budget 0: stops before any Cassandra write
