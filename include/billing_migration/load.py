@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STATIC_COLS = list(schema.CUSTOMER_STATIC.values())
 MAX_RETRIES = 6
+MAX_BATCH_ROWS = 2000  # rows per batch (~0.5 MiB); batch_size_fail_threshold is 1 MiB here
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -182,9 +183,17 @@ def _py(col: pa.ChunkedArray) -> list:
 
 
 def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
-    """Yield (customer_id, BatchStatement, rows in batch) for transformed rows sorted by customer."""
+    """Yield (customer_id, BatchStatement, rows in batch) for transformed rows sorted by customer.
+
+    One batch per customer; a customer with more than MAX_BATCH_ROWS rows (far beyond any real one) is
+    split so no batch nears batch_size_fail_threshold: every part carries the same timestamp t, so the parts
+    still converge to exactly the new partition whatever order they apply in (only atomicity is given up).
+    """
     from cassandra import ConsistencyLevel
     from cassandra.query import BatchStatement, BatchType
+
+    def new_batch():
+        return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
 
     n = rows.num_rows
     if n == 0:
@@ -195,13 +204,17 @@ def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
     cols = {name: _py(rows.column(name)) for name in rows.column_names}
     etype = cols["entity_type"]
     entity_cols = {t.entity: schema.entity_row_columns(t) for t in schema.ENTITY_TABLES}
+    limit = max(1, MAX_BATCH_ROWS)
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         cid = int(cust[s])
         t = _now_us()
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        batch = new_batch()
         batch.add(prepared["delete"], (t - 1, cid))
         count = 0
         for i in range(s, e):
+            if count == limit:
+                yield cid, batch, count
+                batch, count = new_batch(), 0
             et = etype[i]
             if et is None:
                 batch.add(prepared["static"], (cid, *(cols[c][i] for c in STATIC_COLS), run_id, t))

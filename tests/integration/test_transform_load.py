@@ -175,6 +175,17 @@ def test_reload_removes_a_stale_row_and_restores_static_columns(cfg, migrated, s
     assert _diff(_source(cfg, "AR", [cid]), tgt) == []
 
 
+def test_oversized_partition_split_into_batches_still_replaces_exactly(cfg, migrated, session, monkeypatch):
+    ids = range(AR_BASE, AR_BASE + 10)
+    before = _target(session, ids)
+    session.execute("INSERT INTO customer_billing (customer_id, entity_type, entity_id, run_id) "
+                    "VALUES (%s, 'payment', 424242, 'stale')", (AR_BASE + 3,))
+    monkeypatch.setattr(load, "MAX_BATCH_ROWS", 3)
+    res = load.load_chunk(cfg, "AR", RUN, 0)
+    assert res["batches"] > res["customers"] * 3  # 9-10 rows per customer -> 4 batches each
+    assert _target(session, ids) == before  # stale row gone, nothing duplicated
+
+
 def test_rate_limit_slows_the_load(cfg, migrated):
     rows = sum(m["load"]["rows"] for m in migrated if m["chunk"]["chunk"] == 1)
     res = load.load_chunk(cfg, "AR", RUN, 1, rate_limit_rows_per_s=rows // 2)
