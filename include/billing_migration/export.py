@@ -18,6 +18,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -196,6 +197,13 @@ class _TableWriter:
         self.rows += batch.num_rows
         self.batches += 1
 
+    def abort(self) -> None:
+        """Drop the temp file of a failed export (nothing was uploaded)."""
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
     def finish(self, client, bucket: str, key: str) -> dict[str, Any]:
         try:
             self.writer.close()
@@ -246,8 +254,12 @@ def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any],
     if engine == "connectorx":
         for table, sql, params, key in tables:
             w = _TableWriter(table)
-            for batch in _stream_connectorx(cfg, table, sql, params, batch_rows):
-                w.write(batch)
+            try:
+                for batch in _stream_connectorx(cfg, table, sql, params, batch_rows):
+                    w.write(batch)
+            except BaseException:
+                w.abort()
+                raise
             out[table.name] = w.finish(client, cfg.s3_bucket, key)
         return out
     if engine != "mysqlclient":
@@ -261,9 +273,13 @@ def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any],
         try:
             for table, sql, params, key in tables:
                 w = _TableWriter(table)
-                with conn.cursor(MySQLdb.cursors.SSCursor) as cur:
-                    for batch in _stream_mysqlclient(cur, table, sql, params, batch_rows):
-                        w.write(batch)
+                try:
+                    with conn.cursor(MySQLdb.cursors.SSCursor) as cur:
+                        for batch in _stream_mysqlclient(cur, table, sql, params, batch_rows):
+                            w.write(batch)
+                except BaseException:
+                    w.abort()
+                    raise
                 out[table.name] = w.finish(client, cfg.s3_bucket, key)
         finally:
             conn.rollback()
