@@ -131,3 +131,30 @@ def test_bad_arguments_are_refused(cfg, seeded):
         export.export_chunk(cfg, "PT", RUN, {"chunk": 0, "lo": 5, "hi": 1})
     with pytest.raises(ValueError):
         export.export_chunk(cfg, "PT", RUN, {"chunk": 0, "lo": 1, "hi": 5}, engine="odbc")
+
+
+def test_chunk_is_read_in_one_consistent_snapshot(cfg, seeded, monkeypatch):
+    """A row committed by another session while the chunk is being read is not in this chunk's files."""
+    ch = {"chunk": 70, "lo": PT_BASE, "hi": PT_BASE + 4}
+    sql = ("SELECT COUNT(*) FROM balance_transactions WHERE customer_id BETWEEN %s AND %s")
+    before = fixture_data.count(cfg, sql, (ch["lo"], ch["hi"]))
+    new_txn = PT_BASE * 1000 + 7
+    original = export._stream_mysqlclient
+
+    def write_between_tables(cur, table, *args):
+        yield from original(cur, table, *args)
+        if table.name == "customers":  # after the first table, before balance_transactions is read
+            with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
+                c.execute("INSERT INTO balance_transactions VALUES (%s, %s, 'promo_credit', 1.00, 'EUR', NULL, "
+                          "NULL, NOW(3), NOW(3))", (new_txn, PT_BASE))
+                conn.commit()
+
+    monkeypatch.setattr(export, "_stream_mysqlclient", write_between_tables)
+    try:
+        m = export.export_chunk(cfg, "PT", "snapshot", ch)
+        assert fixture_data.count(cfg, sql, (ch["lo"], ch["hi"])) == before + 1  # committed...
+        assert m["tables"]["balance_transactions"]["rows"] == before  # ...but after the snapshot
+    finally:
+        with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
+            c.execute("DELETE FROM balance_transactions WHERE txn_id = %s", (new_txn,))
+            conn.commit()
