@@ -70,7 +70,7 @@ def build(country: str) -> DAG:
 
         @task
         def check_routing() -> dict:
-            from airflow.exceptions import AirflowSkipException
+            from airflow.sdk.exceptions import AirflowSkipException
 
             out = pipeline.check_routing(CFG, country, _run_id())
             if out["already_migrated"]:
@@ -99,7 +99,7 @@ def build(country: str) -> DAG:
 
         @task
         def error_budget(results: list[dict]) -> dict:
-            from airflow.exceptions import AirflowSkipException
+            from airflow.sdk.exceptions import AirflowSkipException
 
             p = _params()
             out = pipeline.check_error_budget(CFG, p, _run_id(), list(results))
