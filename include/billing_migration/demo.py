@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args(argv)
     os.environ.setdefault("BM_NAMESPACE", "demo")
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the report is the demo's output
     logging.basicConfig(level=logging.WARNING)
 
     from billing_migration import bootstrap, connections, generator, report, s3io, write_gate

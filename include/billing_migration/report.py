@@ -92,7 +92,8 @@ def render(report: dict[str, Any]) -> str:
         f"writes frozen: {bool(report['writes_frozen'])}   freeze window: {report['freeze_window_s']} s",
         f"{'step':<15} {'state':<10} {'parts':>5} {'wall s':>8} {'rows/s':>10}  counts",
     ]
-    for name, s in report["stages"].items():
+    order = {name: i for i, name in enumerate(STAGES)}
+    for name, s in sorted(report["stages"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if k != "chunk_ms_total")
         lines.append(f"{name:<15} {s['state']:<10} {s['parts']:>5} {s.get('wall_s', ''):>8} "
                      f"{s.get('rows_per_s', ''):>10}  {counts}")
