@@ -2,7 +2,8 @@
 
 A customer is always rewritten as a complete partition (load's DELETE + INSERT batch), never patched field
 by field, so whatever was wrong (missing row, extra row, stale value) is gone after one pass. The export uses
-chunk number `REMIGRATE_CHUNK_BASE + round_no`, which cannot collide with a normal chunk's files.
+chunk number `REMIGRATE_CHUNK_BASE + round_no * 100000 + source_chunk`, which cannot collide with a normal
+chunk's files nor with another lane's repair in the same round.
 Customers the source no longer has for this country are "extra" in the target: their partition and index
 entry are deleted.
 """
@@ -17,19 +18,24 @@ from billing_migration.config import Config, normalize_country
 
 log = logging.getLogger(__name__)
 
-REMIGRATE_CHUNK_BASE = 90000
+REMIGRATE_CHUNK_BASE = 10_000_000  # above any real chunk number
 
 
 def remigrate_customers(cfg: Config, country: str, run_id: str, customer_ids: list[int],
-                        round_no: int) -> dict[str, Any]:
-    """Rewrite the complete partition of each customer in `customer_ids`; returns the stage counts."""
+                        round_no: int, source_chunk: int = 0) -> dict[str, Any]:
+    """Rewrite the complete partition of each customer in `customer_ids`; returns the stage counts.
+
+    `source_chunk` (the compared chunk) keeps the files of lanes repairing in the same round apart.
+    """
     country = normalize_country(country)
     ids = sorted({int(c) for c in customer_ids})
     if not ids:
         return {"customers": 0}
     if not 0 <= round_no < 10000:
         raise ValueError(f"round_no must be in [0, 10000), got {round_no}")
-    chunk = REMIGRATE_CHUNK_BASE + round_no
+    if not 0 <= source_chunk < 100_000:
+        raise ValueError(f"source_chunk must be in [0, 100000), got {source_chunk}")
+    chunk = REMIGRATE_CHUNK_BASE + round_no * 100_000 + source_chunk
     manifest = export.export_chunk(cfg, country, run_id, {"chunk": chunk, "lo": ids[0], "hi": ids[-1]},
                                    customer_ids=ids)
     counts = transform.transform_chunk(cfg, country, run_id, chunk)

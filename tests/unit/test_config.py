@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from billing_migration.config import ConfigError, load_config, normalize_country, parse
 
 BASE = {

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import yaml
-
 from billing_migration.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

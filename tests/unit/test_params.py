@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from billing_migration.config import ConfigError, parse
 from billing_migration.pipeline import RESET_CHOICES, validate_params
 
