@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+
+import pytest
+from billing_migration.config import load_config
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-def test_dag_files_import_without_errors():
+@pytest.fixture(scope="module")
+def bag():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS))
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_dag_files_import_without_errors(bag):
     assert bag.import_errors == {}, bag.import_errors
     assert list(DAGS.glob("*.py")), "no DAG files"
     assert bag.dags, "no DAGs found"
+
+
+def test_one_migration_dag_per_configured_country(bag):
+    cfg = load_config()
+    want = {f"migrate_billing_{cc.lower()}" for cc in cfg.countries}
+    assert want <= set(bag.dag_ids)
+
+
+def test_country_dag_chain_and_safety_net(bag):
+    dag = bag.get_dag("migrate_billing_us")
+    order = ["disable_writes", "plan", "export", "transform", "error_budget", "load", "compare_and_repair",
+             "enable_writes", "release_freeze", "report"]
+    for up, down in itertools.pairwise(order):
+        assert down in dag.get_task(up).get_flat_relative_ids(upstream=False), f"{up} does not lead to {down}"
+    release = dag.get_task("release_freeze")
+    assert release.is_teardown and "disable_writes" in release.upstream_task_ids
+    assert dag.get_task("report").trigger_rule == "all_done"
+    assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")  # triggered by people, not by time
+    params = dag.params
+    assert params["country"] == "US"
+    for name in ("chunk_customers", "parallelism", "error_budget", "rate_limit_rows_per_s", "compare_rounds",
+                 "reset", "dry_run"):
+        assert name in params
