@@ -20,6 +20,13 @@ from typing import Any
 VARIANTS = ("asis", "build_only", "exec_concurrent", "rows_unbatched")
 
 
+def _consume(results) -> None:
+    """execute_concurrent's generator is lazy: nothing is sent beyond the first window until it is iterated."""
+    for ok, res in results:
+        if not ok:
+            raise res
+
+
 def prepare(cfg, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     import pyarrow as pa
     from billing_migration import connections, load, s3io
@@ -63,8 +70,8 @@ def prepare(cfg, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
                 yield batch, None
 
         try:
-            execute_concurrent(session, gen(), concurrency=concurrency, raise_on_first_error=True,
-                               results_generator=True)
+            _consume(execute_concurrent(session, gen(), concurrency=concurrency, raise_on_first_error=True,
+                                        results_generator=True))
         finally:
             ctx.__exit__(None, None, None)
         return counts
@@ -91,8 +98,8 @@ def prepare(cfg, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
             return bs
 
         try:
-            execute_concurrent(session, gen(), concurrency=concurrency, raise_on_first_error=True,
-                               results_generator=True)
+            _consume(execute_concurrent(session, gen(), concurrency=concurrency, raise_on_first_error=True,
+                                        results_generator=True))
         finally:
             ctx.__exit__(None, None, None)
         return counts

@@ -10,6 +10,7 @@ Both load into `customer_billing_peer`, a table with the same columns and primar
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -117,8 +118,10 @@ def fetch_dsbulk() -> tuple[Path | None, str | None]:
     tars = sorted(dest.glob("dsbulk-distribution-*.tar.gz"))
     if proc.returncode != 0 or not tars:
         first = next((ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if "ERROR" in ln), "")
-        return None, (f"Maven Central as reachable from this machine does not serve {art} "
-                      f"(mvn dependency:copy failed: {first.strip()[:300]})")
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first)
+        cause = first.split("Could not find artifact")[-1].strip() if "Could not find" in first else first.strip()
+        return None, (f"Maven Central as reachable from this machine does not serve {art} (mvn: could not find "
+                      f"artifact {cause[:200]}); dsbulk-runner and dsbulk-workflow-load jars are missing too")
     with tarfile.open(tars[0]) as tf:
         tf.extractall(dest, filter="data")
     jars = sorted(dest.glob("dsbulk-*/lib/dsbulk-*.jar"))

@@ -57,7 +57,10 @@ def _why(r: dict[str, Any] | None) -> str:
         return "not measured"
     if r.get("failed"):
         return "FAILED: " + str(r["failed"]).splitlines()[0][:200]
-    return "not available: " + str(r.get("reason", "?"))[:300]
+    reason = str(r.get("reason", "?"))
+    if reason.startswith("Maven Central"):
+        reason = reason.split(" (")[0] + " (see Peers above)"
+    return "not available: " + reason[:220]
 
 
 def _row(label: str, r: dict[str, Any] | None, cols: list[str], ours: dict[str, Any] | None = None) -> list[Any]:
@@ -74,11 +77,11 @@ def _row(label: str, r: dict[str, Any] | None, cols: list[str], ours: dict[str, 
 
 
 def slowest_stage(results: dict[str, Any]) -> str | None:
-    """The stage with the longest median wall at the largest measured size."""
+    """The stage with the longest median wall at the smallest measured size (where every stage runs)."""
     sizes = results.get("sizes") or {}
     if not sizes:
         return None
-    biggest = sizes[max(sizes, key=int)]
+    biggest = sizes[min(sizes, key=int)]
     walls = {k: v["wall_s"] for k, v in biggest.get("stages", {}).items() if _ok(v)}
     return max(walls, key=walls.get) if walls else None  # type: ignore[arg-type]
 
@@ -183,7 +186,8 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
     sc = results.get("scaling")
     if sc:
         out.append(f"### Scaling with parallel processes ({sc['country']}, {sc['customers']:,} customers, "
-                   f"{sc['chunks']} chunks dealt round-robin)")
+                   f"{sc['chunks']} chunks of {sc.get('chunk_customers')} dealt round-robin; processes start "
+                   "together after a barrier; wall = first start to last end)")
         out.append("")
         rows = []
         for stage in ("export", "load"):
@@ -191,7 +195,7 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
             for p, r in sorted((sc.get(stage) or {}).items(), key=lambda kv: int(kv[0])):
                 if _ok(r):
                     speed = f"{base['wall_s'] / r['wall_s']:.2f}×" if _ok(base) else "—"
-                    rows.append([stage, p, r["wall_s"], r.get("rows_per_s"), speed, r["maxrss_mb"],
+                    rows.append([stage, r.get("procs_used", p), r["wall_s"], r.get("rows_per_s"), speed, r["maxrss_mb"],
                                  r["sum_maxrss_mb"], r["cpu_s"]])
                 else:
                     rows.append([stage, p, _why(r), "", "", "", "", ""])
