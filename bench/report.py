@@ -289,7 +289,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.set_xticks([int(s) for s in sizes])
         ax.set_xticklabels([f"{int(s):,}" for s in sizes])
-    ax1.legend(fontsize=8, loc="upper left")
+    ax1.legend(fontsize=8, loc="best", framealpha=0.8)
     fig.suptitle(f"billing-migration benchmark, {results.get('started_at')} (shared 2-core machine)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
