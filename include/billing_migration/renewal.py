@@ -256,7 +256,7 @@ def renew_country(cfg: Config, day: dt.date | str, routing: Routing, chunk_custo
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
     if routing.serving_store == "cassandra":
-        plans = snapshot.read_snapshot(cfg, day, "cassandra", country, "plans", client)
+        plans = snapshot.read_cassandra_plans(cfg, country)  # one partition; the scans need not wait for it
         batches: Iterable[dict[str, pa.Table]] = cassandra_snapshot_batches(cfg, day, country, client)
         source = "cassandra"
     else:
@@ -264,6 +264,9 @@ def renew_country(cfg: Config, day: dt.date | str, routing: Routing, chunk_custo
         batches = mysql_batches(cfg, country, chunk_customers)
         source = "mysql"
     bill, held = crawl(batches, plans, day, country)
+    if plans.num_rows == 0 and len(held):
+        raise RenewalError(f"{country}: no plan catalogue in {source}; {len(held)} subscriptions could not be "
+                           "priced (nothing written)")
     summary = write_output(cfg, day, country, bill, held, source, client)
     log.info("renewals %s %s from %s: %d to bill, %d held", country, day, source, len(bill), len(held))
     try:

@@ -263,20 +263,29 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
             "seconds": round(elapsed, 3), "counts": counts}
 
 
-def snapshot_cassandra_plans(cfg: Config, day: dt.date | str, country: str, client=None, session=None) -> int:
-    """The country's plan catalogue (one Cassandra partition) as table=plans/part-0."""
-    country = normalize_country(country)
-    client = client or connections.s3_client(cfg)
-    cols = schema.PLANS.column_names
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
-        pw = _PartWriter(schema.PLANS, tmp)
-        from cassandra.query import tuple_factory
+def read_cassandra_plans(cfg: Config, country: str, session=None) -> pa.Table:
+    """The country's plan catalogue: one Cassandra partition, read directly (cheap, no scan)."""
+    from cassandra.query import tuple_factory
 
-        with _session(cfg, session) as sess:
-            sess.row_factory = tuple_factory
-            for row in sess.execute(f"SELECT {', '.join(cols)} FROM plans WHERE country = %s", (country,)):
-                pw.add({c: _to_py(v) for c, v in zip(cols, row, strict=True)})
-        return pw.finish(client, cfg.s3_bucket, snapshot_key(cfg, day, "cassandra", country, "plans", 0))
+    country = normalize_country(country)
+    cols = schema.PLANS.column_names
+    with _session(cfg, session) as sess:
+        sess.row_factory = tuple_factory
+        rows = [{c: _to_py(v) for c, v in zip(cols, row, strict=True)}
+                for row in sess.execute(f"SELECT {', '.join(cols)} FROM plans WHERE country = %s", (country,))]
+    try:
+        return pa.Table.from_pylist(rows, schema=arrow_schema(schema.PLANS))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SnapshotError(f"plans of {country}: value does not fit the snapshot schema: {exc}") from exc
+
+
+def snapshot_cassandra_plans(cfg: Config, day: dt.date | str, country: str, client=None, session=None) -> int:
+    """The country's plan catalogue as table=plans/part-0 of the Cassandra snapshot."""
+    client = client or connections.s3_client(cfg)
+    table = read_cassandra_plans(cfg, country, session)
+    s3io.put_parquet(client, cfg.s3_bucket, snapshot_key(cfg, day, "cassandra", normalize_country(country),
+                                                         "plans", 0), table)
+    return table.num_rows
 
 
 # ------------------------------------------------------------------------------------------- MySQL

@@ -93,10 +93,10 @@ def test_drift_fails_the_run_loudly_and_the_resync_param_repairs_it(cfg, s3, bag
     assert "resync_force_from_legacy" in rep["customers"][0]["fix"]
     assert [Decimal(m["diff"]) for m in rep["financial_differences"]] == [Decimal("1.25")]
 
-    # Cut over: a plain re-sync request is refused (Cassandra is the truth)...
-    state, states = _night(bag, day + dt.timedelta(days=1), resync_customer_ids=[row.customer_id])
-    assert states["resync_customers"] == {"failed"}
-    # ...an operator's explicit restore from the legacy copy repairs it, and the same run verifies it.
+    # Cut over: a plain re-sync is refused (Cassandra is the truth); an operator's explicit restore from the
+    # legacy copy, passed as params, repairs it and the same run verifies it.
+    with pytest.raises(reconcile.ResyncRefused):
+        reconcile.resync_customers(cfg, [row.customer_id], run_id="test")
     state, states = _night(bag, day + dt.timedelta(days=2), resync_customer_ids=[row.customer_id],
                            resync_force_from_legacy=True)
     assert state == "success", states
