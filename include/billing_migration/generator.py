@@ -32,6 +32,11 @@ Valid but tricky (must migrate intact, byte for byte):
 - `max_length_string`: customers.full_name of exactly 255 characters or email of exactly 254.
 - `non_bmp_unicode`: customers.full_name with emoji / supplementary-plane characters (utf8mb4).
 
+Usage: `seed(cfg, customers, seed=42, countries=None, dirty_rate=0.0, as_of=date(2026, 11, 1),
+first_customer_id=1, replace=True) -> SeedResult`, `legacy_checksums(cfg)`, `database_size(cfg)`, or
+`python -m billing_migration.generator --customers 10000 --seed 42 --countries US=0.35,BR=0.2 --dirty-rate 0.01
+[--append --first-customer-id N] [--checksums] [--size]` (prints the SeedResult as JSON).
+
 Clean data also carries valid edge cases: NULL full_name (nullable), billing days 29/30/31 (renewal on the
 last day of shorter months), accented and CJK names, JPY with 0 minor units.
 """
