@@ -91,13 +91,14 @@ def compare_table(table: str, mysql: pa.Table, cassandra: pa.Table) -> pa.Table:
         return f"{alias}.customer_id" if cust == "customer_id" else cust
 
     parts = [
-        f"""SELECT '{table}' AS tbl, {key} AS key, {cust_of('m')} AS customer_id, 'duplicate' AS kind,
+        # One key twice (in Cassandra: the same entity id under two customers' partitions).
+        f"""SELECT '{table}' AS tbl, {key} AS key, min({cust_of('m')}) AS customer_id, 'duplicate' AS kind,
                    NULL AS field, CAST(count(*) AS VARCHAR) AS mv, NULL AS cv,
                    max(updated_at) AS mu, NULL::TIMESTAMPTZ AS cu
-            FROM m GROUP BY ALL HAVING count(*) > 1""",
-        f"""SELECT '{table}', {key}, {cust_of('c')}, 'duplicate', NULL, NULL, CAST(count(*) AS VARCHAR),
+            FROM m GROUP BY {key} HAVING count(*) > 1""",
+        f"""SELECT '{table}', {key}, min({cust_of('c')}), 'duplicate', NULL, NULL, CAST(count(*) AS VARCHAR),
                    NULL::TIMESTAMPTZ, max(updated_at)
-            FROM c GROUP BY ALL HAVING count(*) > 1""",
+            FROM c GROUP BY {key} HAVING count(*) > 1""",
         f"""SELECT '{table}', m.{key}, {cust_of('m')}, 'missing', NULL, NULL, NULL, m.updated_at, NULL::TIMESTAMPTZ
             FROM m ANTI JOIN c ON m.{key} = c.{key}""",
         f"""SELECT '{table}', c.{key}, {cust_of('c')}, 'extra', NULL, NULL, NULL, NULL::TIMESTAMPTZ, c.updated_at
