@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +34,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from billing_migration import connections, pii, s3io, schema, snapshot
 from billing_migration.config import Config, normalize_country
@@ -68,14 +71,38 @@ def _stats():
     return Stats
 
 
-def _con() -> duckdb.DuckDBPyConnection:
+# A snapshot table is either an Arrow table (tests, small data) or local Parquet files that DuckDB streams,
+# spilling to disk past its memory limit: a country's reconciliation never has to fit in memory.
+Source = pa.Table | list[str]
+
+
+def _con(spill_dir: str | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{os.environ.get('BM_DUCKDB_MEMORY', '1GB')}'")
+    if spill_dir:
+        con.execute(f"SET temp_directory = '{spill_dir}'")
     return con
 
 
+def _register(con: duckdb.DuckDBPyConnection, name: str, src: Source, table: str) -> None:
+    if isinstance(src, pa.Table):
+        con.register(name, src)
+    elif src:
+        files = ", ".join("'" + f.replace("'", "''") + "'" for f in src)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+    else:
+        con.register(name, snapshot.arrow_schema(schema.TABLES_BY_NAME[table]).empty_table())
+
+
+def _rows(src: Source) -> int:
+    if isinstance(src, pa.Table):
+        return src.num_rows
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in src)
+
+
 # ------------------------------------------------------------------------------------------- field by field
-def compare_table(table: str, mysql: pa.Table, cassandra: pa.Table) -> pa.Table:
+def compare_table(table: str, mysql: Source, cassandra: Source, spill_dir: str | None = None) -> pa.Table:
     """Differences of one table between the two snapshots, with both `updated_at`s for classification.
 
     Columns: table, key, customer_id, kind, field, mysql_value, cassandra_value, m_updated_at, c_updated_at.
@@ -83,9 +110,9 @@ def compare_table(table: str, mysql: pa.Table, cassandra: pa.Table) -> pa.Table:
     t = schema.TABLES_BY_NAME[table]
     key = t.key
     cust = "customer_id" if "customer_id" in t.column_names else "NULL::BIGINT"
-    con = _con()
-    con.register("m", mysql)
-    con.register("c", cassandra)
+    con = _con(spill_dir)
+    _register(con, "m", mysql, table)
+    _register(con, "c", cassandra, table)
 
     def cust_of(alias: str) -> str:
         return f"{alias}.customer_id" if cust == "customer_id" else cust
@@ -149,14 +176,15 @@ def classify(diffs: list[dict[str, Any]], routing: Routing) -> list[dict[str, An
 
 
 # ------------------------------------------------------------------------------------------- money
-def financial_totals(tables: dict[str, pa.Table], exclude: dict[str, list[int]] | None = None) -> pa.Table:
+def financial_totals(tables: dict[str, Source], exclude: dict[str, list[int]] | None = None,
+                     spill_dir: str | None = None) -> pa.Table:
     """Totals per (currency, day, metric) of one store's snapshot, as DECIMAL (exact to the cent and below).
 
     `exclude` leaves out keys per table (post-cut-over changes, which only the live store has).
     """
-    con = _con()
+    con = _con(spill_dir)
     for name in ("invoices", "payments", "balance_transactions"):
-        con.register(f"{name}_all", tables[name])
+        _register(con, f"{name}_all", tables[name], name)
         keys = pa.table({"k": pa.array((exclude or {}).get(name, []), pa.int64())})
         con.register(f"{name}_ex", keys)
         key = schema.TABLES_BY_NAME[name].key
@@ -233,14 +261,22 @@ def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_t
     client = client or connections.s3_client(cfg)
     prefix = report_prefix(cfg, day, country)
     uri = f"s3://{cfg.s3_bucket}/{prefix}report.json"
-    snaps = {store: {t.name: snapshot.read_snapshot(cfg, day, store, country, t.name, client)
-                     for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
-    counts = {store: {t: tb.num_rows for t, tb in snaps[store].items()} for store in snapshot.STORES}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
+        return _reconcile(cfg, day, country, routing, drift_threshold, client, prefix, uri, tmp, t0)
+
+
+def _reconcile(cfg: Config, day: dt.date, country: str, routing: Routing, drift_threshold: float, client,
+               prefix: str, uri: str, tmp: str, t0: float) -> dict[str, Any]:
+    snaps: dict[str, dict[str, Source]] = {
+        store: {t.name: snapshot.download_parts(cfg, day, store, country, t.name, os.path.join(tmp, store), client)
+                for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
+    counts = {store: {t: _rows(src) for t, src in snaps[store].items()} for store in snapshot.STORES}
+    spill = os.path.join(tmp, "spill")
     problems: list[str] = []
 
     raw: list[dict[str, Any]] = []
     for t in snapshot.SNAPSHOT_TABLES:
-        raw += compare_table(t.name, snaps["mysql"][t.name], snaps["cassandra"][t.name]).to_pylist()
+        raw += compare_table(t.name, snaps["mysql"][t.name], snaps["cassandra"][t.name], spill).to_pylist()
     diffs = classify(raw, routing)
     failing = [d for d in diffs if d["kind"] in FAILING_KINDS]
     expected = [d for d in diffs if d["kind"] == "post_cutover_change"]
@@ -255,8 +291,8 @@ def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_t
     exclude: dict[str, list[int]] = {}
     for d in expected:
         exclude.setdefault(d["table"], []).append(d["key"])
-    totals_m = financial_totals(snaps["mysql"], exclude)
-    totals_c = financial_totals(snaps["cassandra"], exclude)
+    totals_m = financial_totals(snaps["mysql"], exclude, spill)
+    totals_c = financial_totals(snaps["cassandra"], exclude, spill)
     money = compare_totals(totals_m, totals_c)
     for m in money:
         problems.append(f"financial total {m['metric']} {m['currency']} {m['day']}: mysql {m['mysql']} "

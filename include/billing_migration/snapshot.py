@@ -356,6 +356,19 @@ def read_snapshot(cfg: Config, day: dt.date | str, store: str, country: str, tab
     return pa.concat_tables(tables)
 
 
+def download_parts(cfg: Config, day: dt.date | str, store: str, country: str, table: str, dest: str,
+                   client=None) -> list[str]:
+    """Local copies of one (store, country, table)'s parts, for DuckDB to stream (never all in memory)."""
+    client = client or connections.s3_client(cfg)
+    out = []
+    os.makedirs(os.path.join(dest, table), exist_ok=True)
+    for key in list_parts(cfg, day, store, country, table, client):
+        path = os.path.join(dest, table, key.rsplit("/", 1)[1])
+        client.download_file(cfg.s3_bucket, key, path)
+        out.append(path)
+    return out
+
+
 def list_parts(cfg: Config, day: dt.date | str, store: str, country: str, table: str, client=None) -> list[str]:
     client = client or connections.s3_client(cfg)
     prefix = f"{snapshot_prefix(cfg, day, store, country)}table={table}/"
