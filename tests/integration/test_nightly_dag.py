@@ -36,7 +36,8 @@ def migrated(cfg, legacy_db, cassandra_ks, s3, bag):
         run_conf={"country": MIGRATED, "chunk_customers": 100, "parallelism": 2})
     assert str(getattr(run.state, "value", run.state)) == "success"
     assert write_gate.routing(cfg)[MIGRATED] == "cassandra"
-    return cfg
+    yield cfg
+    data.clear_routing(cfg)
 
 
 def _night(bag, day: dt.date, **conf):

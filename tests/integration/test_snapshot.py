@@ -143,6 +143,13 @@ def reset_stores(cfg) -> None:
             s.execute(f"TRUNCATE {table}", timeout=120)
 
 
+def clear_routing(cfg) -> None:
+    """Leave no frozen country behind: the guard triggers would refuse the next test module's seeding."""
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM country_routing")
+        conn.commit()
+
+
 def seed_both(cfg, country: str, n: int, first_id: int) -> dict[str, list[dict[str, Any]]]:
     rows = build(country, n, first_id)
     write_mysql(cfg, rows)
@@ -186,7 +193,8 @@ def seeded(cfg, legacy_db, cassandra_ks, s3):
     set_routing(cfg, GB, "cassandra", 1, CUTOVER)     # cut over: Cassandra is the truth
     set_routing(cfg, CA, "legacy", 1)
     set_routing(cfg, FR, "legacy", 1)                 # frozen but nothing there: absence of expected state
-    return data
+    yield data
+    clear_routing(cfg)
 
 
 def test_token_splits_cover_the_ring_without_overlap():
