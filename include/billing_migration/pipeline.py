@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from billing_migration import ledger, s3io, write_gate
@@ -139,10 +140,45 @@ def plan(cfg: Config, p: RunParams, run_id: str) -> list[dict[str, Any]]:
     return [{"lane": k, "lanes": lanes, "chunks": chunks[k::lanes]} for k in range(lanes)]
 
 
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    v = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return v if v.tzinfo else v.replace(tzinfo=UTC)
+
+
+def freeze_started(cfg: Config, p: RunParams, run_id: str) -> datetime | None:
+    """When the freeze this run works under began (None on a dry run, which works unfrozen).
+
+    A chunked step must run inside this run's freeze, and after the plan: if the country was writable
+    between the plan and now (a failed attempt's teardown unfroze it and the task was cleared), the chunks
+    may miss rows written meanwhile, so the step refuses and says to clear the run from `plan`.
+    """
+    if p.dry_run:
+        return None
+    st = write_gate.status(cfg, p.country)
+    if not st.get("writes_frozen") or st.get("freeze_run_id") != run_id:
+        raise MigrationError(
+            f"{p.country} is not frozen by this run (writes_frozen={bool(st.get('writes_frozen'))}, "
+            f"freeze_run_id={st.get('freeze_run_id')}); clear the run from disable_writes")
+    frozen_at = _utc(st.get("frozen_at"))
+    planned = [e for e in ledger.get_run(cfg, p.country, run_id)
+               if e["step"] == "plan" and e["state"] == "succeeded" and (e.get("part") is None or e["part"] < 0)]
+    if frozen_at and planned and _utc(planned[-1]["started_at"]) < frozen_at:
+        raise MigrationError(
+            f"{p.country} was writable after this run planned its chunks (plan at {planned[-1]['started_at']}, "
+            f"frozen again at {frozen_at}); clear the run from `plan` so every step reads the frozen data")
+    return frozen_at
+
+
 def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, Any],
              fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-    """Run `fn` on each chunk of the lane, skipping chunks the ledger has as done; sums the counts."""
-    done = ledger.completed_parts(cfg, p.country, run_id, name)
+    """Run `fn` on each chunk of the lane, skipping chunks the ledger has as done within the current
+    freeze; sums the counts."""
+    frozen_at = freeze_started(cfg, p, run_id)
+    done = {e["part"] for e in ledger.get_run(cfg, p.country, run_id)
+            if e["step"] == name and e["state"] in ("succeeded", "skipped") and e["part"] is not None
+            and e["part"] >= 0 and (frozen_at is None or (_utc(e["ended_at"]) or frozen_at) >= frozen_at)}
     totals: dict[str, Any] = {"chunks": 0, "skipped_chunks": 0}
     for chunk in lane["chunks"]:
         if chunk["chunk"] in done:
@@ -269,6 +305,7 @@ def enable_writes(cfg: Config, p: RunParams, run_id: str, compare_results: list[
     left = sum(int(r.get("mismatches_left", 0)) for r in compare_results)
     if left:
         raise MigrationError(f"{left} mismatch(es) left; refusing to cut over")
+    freeze_started(cfg, p, run_id)  # compared data is still what is frozen now
 
     return step(cfg, p.country, run_id, "enable_writes",
                 lambda: write_gate.cutover(cfg, p.country, ACTOR, run_id))

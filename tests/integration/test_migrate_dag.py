@@ -281,3 +281,39 @@ def test_bad_param_is_refused_before_any_write(dags, seeded):
     assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
     assert ledger.last_runs(cfg, COUNTRY, 100) == before
     assert _target_counts(cfg, COUNTRY)["customers"] == 0
+
+
+def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_completes(cfg, seeded, monkeypatch):
+    """A failed attempt's teardown re-enables writes; a cleared task must not load what was exported before."""
+    from billing_migration import compare, connections, pipeline, write_gate
+    from billing_migration.pipeline import MigrationError
+
+    run_id = f"manual__resume_{os.getpid()}_{time.time_ns()}"
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    pipeline.disable_writes(cfg, p, run_id)
+    (lane,) = pipeline.plan(cfg, p, run_id)
+    pipeline.export_lane(cfg, p, run_id, lane)
+    pipeline.transform_lane(cfg, p, run_id, lane)
+    monkeypatch.setenv("BM_FAIL_AT", "load")
+    with pytest.raises(MigrationError):
+        pipeline.load_lane(cfg, p, run_id, lane)
+    monkeypatch.delenv("BM_FAIL_AT")
+    pipeline.release_freeze(cfg, COUNTRY, run_id)  # the teardown of the failed attempt
+    _app_write(cfg, COUNTRY)  # the country is writable again and takes a write
+    # Clearing `load` re-runs the setup (a new freeze) but not plan/export: the step refuses stale chunks.
+    pipeline.disable_writes(cfg, p, run_id)
+    with pytest.raises(MigrationError, match="clear the run from `plan`"):
+        pipeline.load_lane(cfg, p, run_id, lane)
+    # Cleared from plan: every chunk is redone inside the new freeze (none skipped as done before it).
+    (lane,) = pipeline.plan(cfg, p, run_id)
+    assert pipeline.export_lane(cfg, p, run_id, lane)["skipped_chunks"] == 0
+    pipeline.transform_lane(cfg, p, run_id, lane)
+    pipeline.load_lane(cfg, p, run_id, lane)
+    out = pipeline.compare_lane(cfg, p, run_id, lane)
+    assert out["round1_mismatches"] == 0  # the write made while unfrozen was exported and loaded
+    pipeline.enable_writes(cfg, p, run_id, [out])
+    assert write_gate.status(cfg, COUNTRY)["serving_store"] == "cassandra"
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT MIN(customer_id), MAX(customer_id) FROM customers WHERE country=%s", (COUNTRY,))
+        lo, hi = cur.fetchone()
+    assert compare.mismatching_customers(compare.compare_range(cfg, COUNTRY, lo, hi)) == []
