@@ -22,6 +22,7 @@ Why it is built this way (the Netflix lesson: never check a pipeline with itself
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -39,7 +40,9 @@ from billing_migration.config import Config, normalize_country
 log = logging.getLogger(__name__)
 
 GROUP_SIZE = 500
-READ_CONCURRENCY = 64
+READ_CONCURRENCY = 8  # in-flight target queries (each TARGET_BATCH partitions)
+TARGET_BATCH = 50  # partitions per target query
+INDEX_CONCURRENCY = 32  # customers_by_country bucket queries in flight
 MAX_REPORT_ROWS = 100_000
 KINDS = ("missing", "extra", "different", "quarantined")
 MISMATCH_KINDS = ("missing", "extra", "different")
@@ -261,6 +264,9 @@ def _table_name(entity_type: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------ source (MySQL)
+_CUST_ID = schema.CUSTOMERS.column_names.index("customer_id")
+
+
 def _select_list(t: schema.Table) -> str:
     out = []
     for c in t.columns:
@@ -271,32 +277,56 @@ def _select_list(t: schema.Table) -> str:
     return ", ".join(out)
 
 
-def _source_group(cur, country: str, ids: list[int]) -> dict[int, SourceCustomer]:
-    """Customers `ids` of `country` with every entity row, normalised."""
+@dataclass
+class SourceRaw:
+    """One group as MySQL returned it: customers rows and each entity table's rows (SELECT order), both
+    ordered by customer_id then key. Raw on purpose: the group diff compares whole columns at once."""
+
+    customers: list[tuple] = field(default_factory=list)
+    tables: dict[str, list[tuple]] = field(default_factory=dict)  # entity table name -> rows
+
+
+def _read_source(cur, country: str, ids: list[int]) -> SourceRaw:
+    """Customers `ids` of `country` with every entity row: one query per table for the whole group."""
+    raw = SourceRaw()
     if not ids:
-        return {}
+        return raw
     marks = ", ".join(["%s"] * len(ids))
-    cust_cols = schema.CUSTOMERS.column_names
     cur.execute(f"SELECT {_select_list(schema.CUSTOMERS)} FROM customers "
-                f"WHERE country = %s AND customer_id IN ({marks})", (country, *ids))
+                f"WHERE country = %s AND customer_id IN ({marks}) ORDER BY customer_id", (country, *ids))
+    raw.customers = list(cur.fetchall())
+    if not raw.customers:
+        return raw
+    found = [int(r[_CUST_ID]) for r in raw.customers]
+    marks = ", ".join(["%s"] * len(found))
+    for t in schema.ENTITY_TABLES:
+        cur.execute(f"SELECT {_select_list(t)} FROM `{t.name}` WHERE customer_id IN ({marks}) "
+                    f"ORDER BY customer_id, `{t.key}`", found)
+        raw.tables[t.name] = list(cur.fetchall())
+    return raw
+
+
+def _source_customers(raw: SourceRaw) -> dict[int, SourceCustomer]:
+    """Per-customer normalised view of a raw group (the reference path: extras, tests)."""
+    cust_cols = schema.CUSTOMERS.column_names
     out: dict[int, SourceCustomer] = {}
-    for row in cur.fetchall():
+    for row in raw.customers:
         d = dict(zip(cust_cols, row, strict=True))
         static = {legacy: norm_source(_STATIC_KIND[legacy], d[legacy]) for legacy in schema.CUSTOMER_STATIC}
         cid = int(d["customer_id"])
         out[cid] = SourceCustomer(cid, static)
-    if not out:
-        return out
-    found = sorted(out)
-    marks = ", ".join(["%s"] * len(found))
     for t in schema.ENTITY_TABLES:
         names = t.column_names
         kinds = [c.kind for c in t.columns]
-        cur.execute(f"SELECT {_select_list(t)} FROM `{t.name}` WHERE customer_id IN ({marks})", found)
-        for row in cur.fetchall():
+        for row in raw.tables.get(t.name, ()):
             d = {n: norm_source(k, v) for n, k, v in zip(names, kinds, row, strict=True)}
             out[d["customer_id"]].rows[(t.entity, d[t.key])] = d
     return out
+
+
+def _source_group(cur, country: str, ids: list[int]) -> dict[int, SourceCustomer]:
+    """Customers `ids` of `country` with every entity row, normalised per customer."""
+    return _source_customers(_read_source(cur, country, ids))
 
 
 def _source_id_groups(cur, country: str, lo: int, hi: int, customer_ids: list[int] | None,
@@ -331,7 +361,7 @@ _FOREIGN_POS = {e: [(c, _POS[c], _KIND_OF[c]) for c in _ENTITY_COLS if c not in 
 
 
 def _target_select() -> str:
-    return f"SELECT {', '.join(_TARGET_COLS)} FROM customer_billing WHERE customer_id = ?"
+    return f"SELECT {', '.join(_TARGET_COLS)} FROM customer_billing WHERE customer_id IN ?"
 
 
 def _partition(cid: int, rows: Iterable[tuple]) -> TargetPartition | None:
@@ -363,21 +393,194 @@ def _partition(cid: int, rows: Iterable[tuple]) -> TargetPartition | None:
     return TargetPartition(cid, static, out)
 
 
-def _target_group(session, prepared, ids: list[int]) -> dict[int, TargetPartition]:
+def _read_target(session, prepared, ids: list[int]) -> dict[int, list[tuple]]:
+    """Raw rows (tuples in _TARGET_COLS order, clustering order) of each partition of `ids` that exists.
+
+    Partitions are read TARGET_BATCH at a time with `customer_id IN ?` (READ_CONCURRENCY queries in
+    flight): one request per partition cost ~2.5x more time in request overhead on both ends than the rows
+    themselves (measured: 150k rows in 7.7 s one by one, 3.1 s by 50)."""
     from cassandra.concurrent import execute_concurrent_with_args
 
-    out: dict[int, TargetPartition] = {}
+    out: dict[int, list[tuple]] = {}
     if not ids:
         return out
-    results = execute_concurrent_with_args(session, prepared, [(cid,) for cid in ids],
-                                           concurrency=READ_CONCURRENCY, raise_on_first_error=True)
-    for cid, (ok, rs) in zip(ids, results, strict=True):
+    args = [(ids[i:i + TARGET_BATCH],) for i in range(0, len(ids), TARGET_BATCH)]
+    results = execute_concurrent_with_args(session, prepared, args, concurrency=READ_CONCURRENCY,
+                                           raise_on_first_error=True)
+    for ok, rs in results:
         if not ok:  # pragma: no cover - raise_on_first_error raises instead
-            raise CompareError(f"reading partition {cid} failed: {rs}")
-        part = _partition(cid, rs)
+            raise CompareError(f"reading partitions failed: {rs}")
+        for r in rs:  # a partition's rows arrive together, in clustering order
+            rows = out.get(r[0])
+            if rows is None:
+                out[r[0]] = [r]
+            else:
+                rows.append(r)
+    return out
+
+
+def _target_group(session, prepared, ids: list[int]) -> dict[int, TargetPartition]:
+    out: dict[int, TargetPartition] = {}
+    for cid, rows in _read_target(session, prepared, ids).items():
+        part = _partition(cid, rows)
         if part is not None:
             out[cid] = part
     return out
+
+
+# ------------------------------------------------------------------------------------------ group diff (pure)
+# Why column-wise: a whole column of a group is normalised to a cheap canonical form on each side and the two
+# lists are compared in one C-level `==`. Only a column that is not equal as a whole is walked value by value
+# with the reference functions (norm_source / norm_target / same / display), so a finding is decided and
+# displayed exactly as diff_customer decides it. The canonical forms are chosen so that "equal" implies
+# `same()` for every value: datetimes (ms precision on both sides) for timestamps, days since the epoch for
+# dates, and the driver values themselves for text, integers and Decimals (numeric ==, never float).
+_EPOCH_ORD = dt.date(1970, 1, 1).toordinal()
+_FAST_ERRORS = (ValueError, TypeError, AttributeError, OverflowError)
+_CUST_POS = {n: i for i, n in enumerate(schema.CUSTOMERS.column_names)}
+_SRC_POS = {t.entity: {n: i for i, n in enumerate(t.column_names)} for t in schema.ENTITY_TABLES}
+_STATIC_TPOS = [_POS[cql] for cql in _STATIC_CQL.values()]
+Finding = tuple[tuple[int, int, str, int, int], str, str, int, int, str | None, str | None, str | None]
+
+
+def _fast_source(kind: str, col: tuple) -> list:
+    if kind == "timestamp":
+        f = dt.datetime.fromisoformat
+        return [None if v is None else f(v) for v in col]
+    if kind == "date":
+        g = dt.date.fromisoformat
+        return [None if v is None else g(v).toordinal() - _EPOCH_ORD for v in col]
+    return list(col)
+
+
+def _fast_target(kind: str, col: tuple) -> list:
+    if kind == "date":
+        return [None if v is None else v.days_from_epoch for v in col]  # cassandra.util.Date
+    return list(col)
+
+
+def _diff_column(out: list[Finding], kind: str, name: str, table: str, sect: int, etype: str, pos: int,
+                 cids: list[int], keys: list[int], scol: tuple, tcol: tuple) -> None:
+    """Append a `different` finding for each value of the aligned columns that is not `same`."""
+    try:
+        if _fast_source(kind, scol) == _fast_target(kind, tcol):
+            return
+    except _FAST_ERRORS:
+        pass  # a value the fast form cannot hold (zero date, unexpected type): the reference path decides
+    for cid, key, a, b in zip(cids, keys, scol, tcol, strict=True):
+        na, nb = norm_source(kind, a), norm_target(kind, b)
+        if not same(na, nb):
+            out.append(((cid, sect, etype, key, pos), "different", table, key, cid, name,
+                        display(kind, na), display(kind, nb)))
+
+
+def _has_static(r: tuple) -> bool:
+    return r[_POS["customer_run_id"]] is not None or any(r[p] is not None for p in _STATIC_TPOS)
+
+
+def diff_group(res: CompareResult, src: SourceRaw, tgt: dict[int, list[tuple]], index: set[int] | None,
+               quarantined: set[tuple[str, int]]) -> set[int]:
+    """Compare a group of source customers whole, column-wise; same findings and counts as diff_customer
+    per customer (plus the customers_by_country check when `index` is given). Target partitions of ids the
+    source lacks are ignored here (the caller reports them as extras). Returns the source customer ids."""
+    findings: list[Finding] = []
+    cids = [int(r[_CUST_ID]) for r in src.customers]
+    seen = set(cids)
+    res.counts["customers_compared"] += len(cids)
+    res.counts["rows_compared"] += len(cids) + sum(len(v) for v in src.tables.values())
+    cust_q = {cid for cid in cids if ("customers", cid) in quarantined}
+    t_static: dict[int, tuple] = {}
+    t_rows: dict[str, list[tuple]] = {}
+    for cid in cids:
+        rows = tgt.get(cid)
+        if not rows:
+            continue
+        if _has_static(rows[0]):
+            t_static[cid] = rows[0]
+        for r in rows:
+            if r[1] is not None:
+                t_rows.setdefault(r[1], []).append(r)
+
+    # static part
+    both = []
+    for r in src.customers:
+        cid = int(r[_CUST_ID])
+        if cid in t_static:
+            both.append(r)
+        else:
+            findings.append(((cid, 0, "", cid, -1), "quarantined" if cid in cust_q else "missing", "customers",
+                             cid, cid, None, None, None))
+    if both:
+        bc = [int(r[_CUST_ID]) for r in both]
+        res.counts["fields_compared"] += len(both) * len(_STATIC_POS)
+        scols = list(zip(*both, strict=True))
+        tcols = list(zip(*(t_static[c] for c in bc), strict=True))
+        for i, (legacy, tpos, kind) in enumerate(_STATIC_POS):
+            _diff_column(findings, kind, legacy, "customers", 0, "", i, bc, bc, scols[_CUST_POS[legacy]],
+                         tcols[tpos])
+
+    # entity rows, one table at a time, aligned on (customer_id, entity_id)
+    for t in schema.ENTITY_TABLES:
+        e = t.entity
+        spos = _SRC_POS[e]
+        srows = src.tables.get(t.name, [])
+        trows = t_rows.pop(e, [])
+        ci, ki = spos["customer_id"], spos[t.key]
+        skeys = [(int(r[ci]), int(r[ki])) for r in srows]
+        tkeys = [(int(r[0]), int(r[2])) for r in trows]
+        if skeys != tkeys:
+            tmap = dict(zip(tkeys, trows, strict=True))
+            sset = set(skeys)
+            s_m, t_m, k_m = [], [], []
+            for k, r in zip(skeys, srows, strict=True):
+                tr = tmap.get(k)
+                if tr is None:
+                    cid, eid = k
+                    q = cid in cust_q or (t.name, eid) in quarantined
+                    findings.append(((cid, 1, e, eid, -1), "quarantined" if q else "missing", t.name, eid, cid,
+                                     None, None, None))
+                else:
+                    s_m.append(r)
+                    t_m.append(tr)
+                    k_m.append(k)
+            for cid, eid in tkeys:
+                if (cid, eid) not in sset:
+                    res.counts["rows_compared"] += 1
+                    findings.append(((cid, 2, e, eid, 0), "extra", t.name, eid, cid, None, None, None))
+            srows, trows, skeys = s_m, t_m, k_m
+        if not srows:
+            continue
+        own = _ROW_COLS[e]
+        res.counts["fields_compared"] += len(srows) * len(own)
+        scols = list(zip(*srows, strict=True))
+        tcols = list(zip(*trows, strict=True))
+        mc = [k[0] for k in skeys]
+        me = [k[1] for k in skeys]
+        for i, col in enumerate(own):
+            _diff_column(findings, _KIND_OF[col], col, t.name, 1, e, i, mc, me, scols[spos[col]], tcols[_POS[col]])
+        for j, (col, pos, kind) in enumerate(_FOREIGN_POS[e], start=len(own)):
+            values = tcols[pos]
+            if values.count(None) == len(values):
+                continue  # columns of other entities must stay empty in this row
+            for cid, eid, v in zip(mc, me, values, strict=True):
+                if v is not None:
+                    findings.append(((cid, 1, e, eid, j), "different", t.name, eid, cid, col, None,
+                                     display(kind, norm_target(kind, v))))
+    for e, rows in t_rows.items():  # entity types the model does not know
+        for r in rows:
+            res.counts["rows_compared"] += 1
+            findings.append(((int(r[0]), 2, e, int(r[2]), 0), "extra", _table_name(e), int(r[2]), int(r[0]),
+                             None, None, None))
+    if index is not None:
+        for cid in cids:
+            if cid not in index and ("customers", cid) not in quarantined:
+                res.counts["missing_index_entries"] += 1
+                findings.append(((cid, 3, "", cid, 0), "missing", "customers_by_country", cid, cid,
+                                 None, None, None))
+    findings.sort(key=lambda f: f[0])
+    for _, kind, table, key, cid, fld, a, b in findings:
+        res.add(kind, table, key, cid, fld, a, b)
+    return seen
 
 
 def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
@@ -388,7 +591,7 @@ def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
                            "AND customer_id >= ? AND customer_id <= ?")
     args = [(country, b, lo, hi) for b in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS)]
     ids: set[int] = set()
-    for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=READ_CONCURRENCY,
+    for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=INDEX_CONCURRENCY,
                                                raise_on_first_error=True):
         if ok:
             ids.update(int(r[0]) for r in rs)
@@ -415,7 +618,8 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
     res = CompareResult(country, lo, hi)
     t0 = time.monotonic()
     with connections.cassandra_session(cfg) as session, connections.mysql_conn("mysql_export", cfg) as conn, \
-            ThreadPoolExecutor(1, thread_name_prefix="compare-target") as pool:
+            ThreadPoolExecutor(1, thread_name_prefix="compare-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="compare-target") as target_pool:
         from cassandra.query import tuple_factory
 
         session.row_factory = tuple_factory
@@ -428,22 +632,29 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
         with conn.cursor() as cur:
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             id_cur = conn.cursor()
+            groups = _source_id_groups(id_cur, country, lo, hi, customer_ids, group_size)
+
+            def read_next() -> tuple[SourceRaw, dict[int, list[tuple]]] | None:
+                # runs on the reader thread only (one at a time), so the MySQL connection is never shared
+                ids = next(groups, None)
+                if ids is None:
+                    return None
+                fut = target_pool.submit(_read_target, session, prepared, ids)  # both reads overlap
+                src = _read_source(cur, country, ids)
+                return src, fut.result()
+
+            pending = None
             try:
-                for ids in _source_id_groups(id_cur, country, lo, hi, customer_ids, group_size):
-                    # both reads are I/O bound: read the target partitions while MySQL answers
-                    fut = pool.submit(_target_group, session, prepared, ids)
-                    src = _source_group(cur, country, ids)
-                    tgt = fut.result()
-                    for cid in ids:
-                        s = src.get(cid)
-                        if s is None:
-                            continue  # an explicit id the source lacks: handled with the extras below
-                        diff_customer(res, s, tgt.get(cid), quarantined)
-                        if cid not in index and ("customers", cid) not in quarantined:
-                            res.counts["missing_index_entries"] += 1
-                            res.add("missing", "customers_by_country", cid, cid)
-                    seen.update(src)
+                # read group k+1 (MySQL and Cassandra) while group k is compared
+                pending = reader.submit(read_next)
+                while (got := pending.result()) is not None:
+                    pending = reader.submit(read_next)
+                    seen |= diff_group(res, got[0], got[1], index, quarantined)
             finally:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(Exception):
+                        pending.result()  # the reader is done with the connection before it is rolled back
                 id_cur.close()
                 conn.rollback()
         # Target-only customers: in the index (or asked for explicitly) but not in the source.
