@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -428,6 +429,60 @@ def _target_group(session, prepared, ids: list[int]) -> dict[int, TargetPartitio
     return out
 
 
+# The fast path reads the static part once per partition (PER PARTITION LIMIT 1) and the entity rows without
+# the static columns: Cassandra repeats static values on every row, and deserialising 7 of them (2 timestamps)
+# per row cost more than the row's own columns.
+_FAST_STATIC_COLS = ["customer_id", *_STATIC_CQL.values(), "customer_run_id"]
+_FAST_ROW_COLS = ["customer_id", "entity_type", "entity_id", *_ENTITY_COLS]
+_FS = {c: i for i, c in enumerate(_FAST_STATIC_COLS)}
+_FR = {c: i for i, c in enumerate(_FAST_ROW_COLS)}
+
+
+@dataclass
+class TargetRaw:
+    """One group as Cassandra returned it: each partition's static tuple (_FAST_STATIC_COLS order) and its
+    entity rows (_FAST_ROW_COLS order, clustering order)."""
+
+    static: dict[int, tuple] = field(default_factory=dict)
+    rows: dict[int, list[tuple]] = field(default_factory=dict)
+
+
+def _fast_selects() -> tuple[str, str]:
+    return (f"SELECT {', '.join(_FAST_STATIC_COLS)} FROM customer_billing WHERE customer_id IN ? "
+            "PER PARTITION LIMIT 1",
+            f"SELECT {', '.join(_FAST_ROW_COLS)} FROM customer_billing WHERE customer_id IN ?")
+
+
+def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> TargetRaw:
+    """Static parts and entity rows of the partitions of `ids`, TARGET_BATCH partitions per query
+    (READ_CONCURRENCY queries in flight). One request per partition cost ~2.5x more time in request
+    overhead on both ends than the rows themselves (measured: 150k rows in 7.7 s one by one, 3.1 s by 50)."""
+    from cassandra.concurrent import execute_concurrent
+
+    raw = TargetRaw()
+    if not ids:
+        return raw
+    batches = [ids[i:i + TARGET_BATCH] for i in range(0, len(ids), TARGET_BATCH)]
+    stmts = [(static_stmt, (b,)) for b in batches] + [(rows_stmt, (b,)) for b in batches]
+    results = execute_concurrent(session, stmts, concurrency=READ_CONCURRENCY, raise_on_first_error=True)
+    n = len(batches)
+    for i, (ok, rs) in enumerate(results):
+        if not ok:  # pragma: no cover - raise_on_first_error raises instead
+            raise CompareError(f"reading partitions failed: {rs}")
+        if i < n:
+            for r in rs:
+                raw.static[r[0]] = r
+            continue
+        rows = raw.rows
+        for r in rs:  # a partition's rows arrive together, in clustering order
+            part = rows.get(r[0])
+            if part is None:
+                rows[r[0]] = [r]
+            else:
+                part.append(r)
+    return raw
+
+
 # ------------------------------------------------------------------------------------------ group diff (pure)
 # Why column-wise: a whole column of a group is normalised to a cheap canonical form on each side and the two
 # lists are compared in one C-level `==`. Only a column that is not equal as a whole is walked value by value
@@ -436,10 +491,12 @@ def _target_group(session, prepared, ids: list[int]) -> dict[int, TargetPartitio
 # `same()` for every value: datetimes (ms precision on both sides) for timestamps, days since the epoch for
 # dates, and the driver values themselves for text, integers and Decimals (numeric ==, never float).
 _EPOCH_ORD = dt.date(1970, 1, 1).toordinal()
+_TKEY = itemgetter(0, 2)
 _FAST_ERRORS = (ValueError, TypeError, AttributeError, OverflowError)
 _CUST_POS = {n: i for i, n in enumerate(schema.CUSTOMERS.column_names)}
 _SRC_POS = {t.entity: {n: i for i, n in enumerate(t.column_names)} for t in schema.ENTITY_TABLES}
-_STATIC_TPOS = [_POS[cql] for cql in _STATIC_CQL.values()]
+_STATIC_TPOS = [_FS[cql] for cql in _STATIC_CQL.values()]
+_FAST_FOREIGN = {e: [(c, _FR[c], _KIND_OF[c]) for c in _ENTITY_COLS if c not in cols] for e, cols in _ROW_COLS.items()}
 Finding = tuple[tuple[int, int, str, int, int], str, str, int, int, str | None, str | None, str | None]
 
 
@@ -475,10 +532,10 @@ def _diff_column(out: list[Finding], kind: str, name: str, table: str, sect: int
 
 
 def _has_static(r: tuple) -> bool:
-    return r[_POS["customer_run_id"]] is not None or any(r[p] is not None for p in _STATIC_TPOS)
+    return r[_FS["customer_run_id"]] is not None or any(r[p] is not None for p in _STATIC_TPOS)
 
 
-def diff_group(res: CompareResult, src: SourceRaw, tgt: dict[int, list[tuple]], index: set[int] | None,
+def diff_group(res: CompareResult, src: SourceRaw, tgt: TargetRaw, index: set[int] | None,
                quarantined: set[tuple[str, int]]) -> set[int]:
     """Compare a group of source customers whole, column-wise; same findings and counts as diff_customer
     per customer (plus the customers_by_country check when `index` is given). Target partitions of ids the
@@ -492,14 +549,14 @@ def diff_group(res: CompareResult, src: SourceRaw, tgt: dict[int, list[tuple]], 
     t_static: dict[int, tuple] = {}
     t_rows: dict[str, list[tuple]] = {}
     for cid in cids:
-        rows = tgt.get(cid)
-        if not rows:
-            continue
-        if _has_static(rows[0]):
-            t_static[cid] = rows[0]
-        for r in rows:
-            if r[1] is not None:
-                t_rows.setdefault(r[1], []).append(r)
+        st = tgt.static.get(cid)
+        if st is not None and _has_static(st):
+            t_static[cid] = st
+        rows = tgt.rows.get(cid)
+        if rows:
+            for r in rows:
+                if r[1] is not None:
+                    t_rows.setdefault(r[1], []).append(r)
 
     # static part
     both = []
@@ -515,9 +572,9 @@ def diff_group(res: CompareResult, src: SourceRaw, tgt: dict[int, list[tuple]], 
         res.counts["fields_compared"] += len(both) * len(_STATIC_POS)
         scols = list(zip(*both, strict=True))
         tcols = list(zip(*(t_static[c] for c in bc), strict=True))
-        for i, (legacy, tpos, kind) in enumerate(_STATIC_POS):
-            _diff_column(findings, kind, legacy, "customers", 0, "", i, bc, bc, scols[_CUST_POS[legacy]],
-                         tcols[tpos])
+        for i, (legacy, cql) in enumerate(_STATIC_CQL.items()):
+            _diff_column(findings, _STATIC_KIND[legacy], legacy, "customers", 0, "", i, bc, bc,
+                         scols[_CUST_POS[legacy]], tcols[_FS[cql]])
 
     # entity rows, one table at a time, aligned on (customer_id, entity_id)
     for t in schema.ENTITY_TABLES:
@@ -526,8 +583,8 @@ def diff_group(res: CompareResult, src: SourceRaw, tgt: dict[int, list[tuple]], 
         srows = src.tables.get(t.name, [])
         trows = t_rows.pop(e, [])
         ci, ki = spos["customer_id"], spos[t.key]
-        skeys = [(int(r[ci]), int(r[ki])) for r in srows]
-        tkeys = [(int(r[0]), int(r[2])) for r in trows]
+        skeys = list(map(itemgetter(ci, ki), srows))
+        tkeys = list(map(_TKEY, trows))
         if skeys != tkeys:
             tmap = dict(zip(tkeys, trows, strict=True))
             sset = set(skeys)
@@ -557,8 +614,8 @@ def diff_group(res: CompareResult, src: SourceRaw, tgt: dict[int, list[tuple]], 
         mc = [k[0] for k in skeys]
         me = [k[1] for k in skeys]
         for i, col in enumerate(own):
-            _diff_column(findings, _KIND_OF[col], col, t.name, 1, e, i, mc, me, scols[spos[col]], tcols[_POS[col]])
-        for j, (col, pos, kind) in enumerate(_FOREIGN_POS[e], start=len(own)):
+            _diff_column(findings, _KIND_OF[col], col, t.name, 1, e, i, mc, me, scols[spos[col]], tcols[_FR[col]])
+        for j, (col, pos, kind) in enumerate(_FAST_FOREIGN[e], start=len(own)):
             values = tcols[pos]
             if values.count(None) == len(values):
                 continue  # columns of other entities must stay empty in this row
@@ -624,6 +681,7 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
 
         session.row_factory = tuple_factory
         prepared = session.prepare(_target_select())
+        static_stmt, rows_stmt = (session.prepare(q) for q in _fast_selects())
         index = _index_ids(session, country, lo, hi)
         wanted = None if customer_ids is None else {int(c) for c in customer_ids}
         if wanted is not None:
@@ -634,12 +692,12 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
             id_cur = conn.cursor()
             groups = _source_id_groups(id_cur, country, lo, hi, customer_ids, group_size)
 
-            def read_next() -> tuple[SourceRaw, dict[int, list[tuple]]] | None:
+            def read_next() -> tuple[SourceRaw, TargetRaw] | None:
                 # runs on the reader thread only (one at a time), so the MySQL connection is never shared
                 ids = next(groups, None)
                 if ids is None:
                     return None
-                fut = target_pool.submit(_read_target, session, prepared, ids)  # both reads overlap
+                fut = target_pool.submit(_read_target_fast, session, static_stmt, rows_stmt, ids)  # overlap
                 src = _read_source(cur, country, ids)
                 return src, fut.result()
 
