@@ -12,7 +12,7 @@ is keyed by the logical date and replaced whole by a rerun (`airflow backfill cr
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from billing_migration import reconcile, renewal, snapshot
@@ -83,11 +83,11 @@ with DAG(
     def renew_countries(night: dict) -> list[dict]:
         return night["renew"]
 
-    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=4)
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=4, retries=2, retry_delay=timedelta(seconds=30))
     def snapshot_cassandra(split: dict, night: dict) -> dict:
         return snapshot.snapshot_cassandra_split(CFG, _day(), split, night["scan_countries"])
 
-    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2)
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2, retries=2, retry_delay=timedelta(seconds=30))
     def snapshot_mysql(routing: dict) -> dict:
         counts = snapshot.snapshot_mysql(CFG, _day(), routing["country"])
         counts["cassandra_plans"] = snapshot.snapshot_cassandra_plans(CFG, _day(), routing["country"])
@@ -102,9 +102,11 @@ with DAG(
     def assert_reconciled(results) -> dict:
         return reconcile.assert_reconciled(list(results or []))
 
-    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2)
-    def renew(routing: dict) -> dict:
-        return renewal.renew_country(CFG, _day(), snapshot.Routing.from_dict(routing))
+    @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2, retries=2, retry_delay=timedelta(seconds=30))
+    def renew(routing: dict, night: dict) -> dict:
+        # A failed scan blocks renewals (none_failed): never bill from a partial snapshot.
+        return renewal.renew_country(CFG, _day(), snapshot.Routing.from_dict(routing),
+                                     expected_parts=len(night["splits"]))
 
     @task(trigger_rule="none_failed")
     def renewal_summary(results) -> dict:
@@ -122,6 +124,6 @@ with DAG(
     reconciled = reconcile_country.expand(routing=countries)
     [scans, mysql_snaps] >> reconciled
     assert_reconciled(reconciled)
-    renewals = renew.expand(routing=renew_countries(night))
+    renewals = renew.partial(night=night).expand(routing=renew_countries(night))
     scans >> renewals
     renewal_summary(renewals)

@@ -184,11 +184,15 @@ def mysql_plans(cfg: Config, country: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=snapshot.arrow_schema(schema.PLANS))
 
 
-def cassandra_snapshot_batches(cfg: Config, day: dt.date, country: str, client) -> Iterable[dict[str, pa.Table]]:
-    """The night's Cassandra snapshot of the country, one token split at a time (bounded memory)."""
+def cassandra_snapshot_batches(cfg: Config, day: dt.date, country: str, client,
+                               expected_parts: int | None = None) -> Iterable[dict[str, pa.Table]]:
+    """The night's Cassandra snapshot of the country, one token split at a time (bounded memory).
+
+    Refuses an incomplete snapshot (a missing split would silently drop customers from billing)."""
     parts = snapshot.list_parts(cfg, day, "cassandra", country, "customers", client)
-    if not parts:
-        raise RenewalError(f"{country} is served by cassandra but the snapshot of {day} has no parts under "
+    if not parts or (expected_parts is not None and len(parts) != expected_parts):
+        raise RenewalError(f"{country} is served by cassandra but the snapshot of {day} has {len(parts)} token-range "
+                           f"parts (expected {expected_parts or 'at least 1'}) under "
                            f"{snapshot.snapshot_prefix(cfg, day, 'cassandra', country)}: run the scan tasks first")
     for key in parts:
         part = key.rsplit("/", 1)[1]
@@ -250,14 +254,15 @@ def write_output(cfg: Config, day: dt.date, country: str, bill: pd.DataFrame, he
 
 
 def renew_country(cfg: Config, day: dt.date | str, routing: Routing, chunk_customers: int = 5000,
-                  client=None) -> dict[str, Any]:
+                  client=None, expected_parts: int | None = None) -> dict[str, Any]:
     """Crawl one country from the store that serves it and write the day's renewal list."""
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
     if routing.serving_store == "cassandra":
         plans = snapshot.read_cassandra_plans(cfg, country)  # one partition; the scans need not wait for it
-        batches: Iterable[dict[str, pa.Table]] = cassandra_snapshot_batches(cfg, day, country, client)
+        batches: Iterable[dict[str, pa.Table]] = cassandra_snapshot_batches(cfg, day, country, client,
+                                                                                expected_parts)
         source = "cassandra"
     else:
         plans = mysql_plans(cfg, country)

@@ -363,6 +363,8 @@ def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
         total += ta.num_rows
         assert len(hm) > 0  # on-hold customers are listed every day
     assert total > 10
+    with pytest.raises(renewal.RenewalError, match="expected 5"):  # a lost split never bills a partial list
+        list(renewal.cassandra_snapshot_batches(cfg, day, US, s3, expected_parts=5))
     by_day = {}
     for d in (dt.date(2026, 11, 30), dt.date(2026, 11, 29)):
         b, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 1000), plans_m, d, US)
