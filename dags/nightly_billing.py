@@ -7,7 +7,13 @@
 Reconciled: countries migrated (serving from Cassandra) or mid-migration (frozen), from country_routing.
 Renewals: every configured country, read from the store that serves it. Logic lives in
 `billing_migration.snapshot`, `.reconcile` and `.renewal`; this file only wires it. Backfillable: every output
-is keyed by the logical date and replaced whole by a rerun (`airflow backfill create --dag-id nightly_billing`).
+is keyed by the logical date and replaced whole by a rerun (`airflow backfill create --dag-id nightly_billing`;
+scripts/backfill-demo runs one through a real scheduler).
+
+Failure semantics: a mismatch or missing state fails `assert_reconciled` (message = report URIs) while the
+renewals still complete; a failed Cassandra scan blocks renewals (never bill from a partial snapshot); a
+refused re-sync request (params only, e.g. a cut-over country without resync_force_from_legacy) fails the
+run before any snapshot: fix the params and trigger again.
 """
 
 from __future__ import annotations
