@@ -109,6 +109,8 @@ def norm_target(kind: str, value: Any) -> Any:
         if kind == "date":
             if isinstance(value, dt.date):
                 return value
+            if isinstance(value, int):  # toUnixTimestamp(date): epoch milliseconds of its midnight
+                return _EPOCH.date() + dt.timedelta(milliseconds=value)
             return value.date()  # cassandra.util.Date
         if kind == "decimal":
             return value if isinstance(value, Decimal) else Decimal(str(value))
@@ -431,7 +433,7 @@ def _target_group(session, prepared, ids: list[int]) -> dict[int, TargetPartitio
 
 # The fast path reads the static part once per partition (PER PARTITION LIMIT 1) and the entity rows without
 # the static columns: Cassandra repeats static values on every row, and deserialising 7 of them (2 timestamps)
-# per row cost more than the row's own columns.
+# per row cost more than the row's own columns. Entity dates are selected as toUnixTimestamp (epoch ms).
 _FAST_STATIC_COLS = ["customer_id", *_STATIC_CQL.values(), "customer_run_id"]
 _FAST_ROW_COLS = ["customer_id", "entity_type", "entity_id", *_ENTITY_COLS]
 _FS = {c: i for i, c in enumerate(_FAST_STATIC_COLS)}
@@ -450,7 +452,13 @@ class TargetRaw:
 def _fast_selects() -> tuple[str, str]:
     return (f"SELECT {', '.join(_FAST_STATIC_COLS)} FROM customer_billing WHERE customer_id IN ? "
             "PER PARTITION LIMIT 1",
-            f"SELECT {', '.join(_FAST_ROW_COLS)} FROM customer_billing WHERE customer_id IN ?")
+            f"SELECT {', '.join(_row_selector(c) for c in _FAST_ROW_COLS)} FROM customer_billing "
+            "WHERE customer_id IN ?")
+
+
+def _row_selector(col: str) -> str:
+    # dates as epoch ms (a bigint): the driver's Date objects cost as much as the rest of the row together
+    return f"toUnixTimestamp({col})" if _KIND_OF.get(col) == "date" else col
 
 
 def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> TargetRaw:
@@ -491,6 +499,7 @@ def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> Target
 # `same()` for every value: datetimes (ms precision on both sides) for timestamps, days since the epoch for
 # dates, and the driver values themselves for text, integers and Decimals (numeric ==, never float).
 _EPOCH_ORD = dt.date(1970, 1, 1).toordinal()
+_DAY_MS = 86_400_000
 _TKEY = itemgetter(0, 2)
 _FAST_ERRORS = (ValueError, TypeError, AttributeError, OverflowError)
 _CUST_POS = {n: i for i, n in enumerate(schema.CUSTOMERS.column_names)}
@@ -512,7 +521,7 @@ def _fast_source(kind: str, col: tuple) -> list:
 
 def _fast_target(kind: str, col: tuple) -> list:
     if kind == "date":
-        return [None if v is None else v.days_from_epoch for v in col]  # cassandra.util.Date
+        return [None if v is None else v // _DAY_MS for v in col]  # toUnixTimestamp(date) -> days
     return list(col)
 
 
