@@ -183,3 +183,29 @@ def test_bad_arguments_are_refused(cfg):
         compare.compare_range(cfg, CC, 10, 5)
     with pytest.raises(ValueError, match="ISO"):
         compare.compare_range(cfg, "QQ", 1, 5)
+
+
+def test_dates_zero_dates_and_foreign_dates_through_the_grouped_path(stores):
+    """Dates travel as epoch ms on the fast path: a 1-day shift, a zero date and a foreign date are findings."""
+    cfg, session = stores
+    base = 8_200_000
+    _seed(stores, base, 3)
+    a, b, c = base, base + 1, base + 2
+    session.execute("UPDATE customer_billing SET period_end = '2025-02-02' WHERE customer_id = %s "
+                    "AND entity_type = 'invoice' AND entity_id = %s", (a, a * 10))  # source: 2025-02-01
+    session.execute("UPDATE customer_billing SET next_billing_date = '2026-01-01' WHERE customer_id = %s "
+                    "AND entity_type = 'invoice' AND entity_id = %s", (b, b * 10))  # a subscription's column
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("UPDATE subscriptions SET next_billing_date = '0000-00-00' WHERE subscription_id = %s", (c,))
+        conn.commit()
+    res = compare.compare_range(cfg, CC, base, base + 99, group_size=2)
+    found = {(m["kind"], m["table"], m["key"], m["field"]): m for m in res.mismatches}
+    shifted = found[("different", "invoices", a * 10, "period_end")]
+    assert (shifted["source_value"], shifted["target_value"]) == ("2025-02-01", "2025-02-02")
+    foreign = found[("different", "invoices", b * 10, "next_billing_date")]
+    assert (foreign["source_value"], foreign["target_value"]) == (None, "2026-01-01")
+    zero = found[("different", "subscriptions", c, "next_billing_date")]
+    assert zero["source_value"] == "invalid:0000-00-00" and zero["target_value"] == "2026-01-03"
+    assert compare.mismatching_customers(res) == [a, b, c] and res.counts["different"] == 3
+    assert res.counts["customers_compared"] == 3
