@@ -15,9 +15,17 @@ Why it is built this way (the Netflix lesson: never check a pipeline with itself
   in by the caller) are reported as `quarantined`, not as mismatches.
 - "Extra" customers: ids in the country's `customers_by_country` index within the range that the source
   does not have (and, for an explicit id list, any partition of those ids the source does not have).
-- Bounded memory: customers are processed in groups (GROUP_SIZE); target partitions are read with one
-  token-aware single-partition query each, GROUP_SIZE at a time with bounded concurrency. Only the range's
-  index ids (ints) and at most MAX_REPORT_ROWS mismatch rows are kept.
+- Bounded memory: customers are processed in groups (GROUP_SIZE); at most two groups are held (the one
+  compared, the one being read). Only the range's index ids (ints) and at most MAX_REPORT_ROWS mismatch rows
+  are kept.
+- Speed (the comparator runs inside the write freeze): a group is compared column by column (diff_group). Each
+  side's column is put in a cheap canonical form and the two lists are compared with one C-level `==`; only
+  a column that differs somewhere is walked value by value with the reference functions (norm_source,
+  norm_target, same, display), so every finding is decided and shown exactly as diff_customer decides it.
+  Reads overlap: group k+1 is read from MySQL and Cassandra (concurrently) while group k is compared; target
+  partitions are read TARGET_BATCH per `IN` query, static part once per partition, dates as epoch ms.
+  Measured on 4,127 customers / 153,648 rows (2 shared cores): client CPU 6.0 s -> 1.8 s, 11-18k -> 30-46k
+  rows/s wall. The per-customer path (diff_customer) stays as the reference and for target-only customers.
 """
 
 from __future__ import annotations
