@@ -102,8 +102,11 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
     out.append(f"Servers: MariaDB {srv.get('mariadb')}, Cassandra {srv.get('cassandra')}. Python {m.get('python')}"
                f"; {', '.join(f'{k} {v}' for k, v in pk.items() if v)}; cassandra-driver Cython extensions: "
                f"{m.get('cassandra_driver_cython')}.")
-    out.append(f"Repeats: {results.get('args', {}).get('repeats')} per stage and peer (medians shown); wall = the "
-               "stage call only (imports and connecting excluded), peak RSS = the measuring child process's "
+    out.append(f"Repeats: {results.get('args', {}).get('repeats')} per stage and peer (medians shown; sizes from "
+               f"{results.get('args', {}).get('large_size', 0):,} customers: "
+               f"{results.get('args', {}).get('large_repeats')}); wall = the "
+               "stage call only (imports and connecting excluded), CPU s in stage = user+sys of all threads inside "
+               "that call (the steadiest figure on a shared machine), peak RSS = the measuring child process's "
                "VmHWM (see bench/measure.py: not ru_maxrss, which Linux inherits from the parent), CPU = user+sys "
                "of that process over its whole life (imports included).")
     out.append("")
@@ -113,8 +116,9 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         out.append("Stages not available in this checkout when the run was made: " +
                    "; ".join(f"**{k}**: {v}" for k, v in missing.items()) + ".")
         out.append("")
-    cols_x = ["wall_s", "rows_per_s", "MB_per_s", "maxrss_mb", "cpu_s", "ratio"]
-    hdr_x = ["", "wall s", "rows/s", "MB/s (as TSV)", "peak RSS MB", "CPU s", "time ours/peer"]
+    cols_x = ["wall_s", "rows_per_s", "MB_per_s", "maxrss_mb", "stage_cpu_s", "cpu_s", "ratio"]
+    hdr_x = ["", "wall s", "rows/s", "MB/s (as TSV)", "peak RSS MB", "CPU s in stage", "CPU s process",
+             "time ours/peer"]
     for size, r in sorted((results.get("sizes") or {}).items(), key=lambda kv: int(kv[0])):
         st, pe = r.get("stages", {}), r.get("peers", {})
         rows_total = sum((r.get("legacy_rows") or {}).values())
@@ -140,8 +144,9 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         out.append("**Load** (Parquet rows → Cassandra, one batch per partition) vs the Java peer loading the "
                    "same rows (CSV of the transformed data) into `customer_billing_peer` (same columns, same key):")
         out.append("")
-        cols_l = ["wall_s", "rows_per_s", "partitions_per_s", "maxrss_mb", "cpu_s", "ratio"]
-        hdr_l = ["", "wall s", "rows/s", "partitions/s", "peak RSS MB", "CPU s", "time ours/peer"]
+        cols_l = ["wall_s", "rows_per_s", "partitions_per_s", "maxrss_mb", "stage_cpu_s", "cpu_s", "ratio"]
+        hdr_l = ["", "wall s", "rows/s", "partitions/s", "peak RSS MB", "CPU s in stage", "CPU s process",
+                 "time ours/peer"]
         ld = st.get("load")
         lp = pe.get("load") or {}
         rows = [_row("ours: load_chunk, 1 process", ld, cols_l, ld)]
@@ -160,9 +165,9 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         out.append("")
         out.append("**Other stages** (no off-the-shelf peer does the same work):")
         out.append("")
-        cols_o = ["wall_s", "rows_per_s", "maxrss_mb", "cpu_s"]
+        cols_o = ["wall_s", "rows_per_s", "maxrss_mb", "stage_cpu_s", "cpu_s"]
         rows = [_row(f"{k}", st.get(k), cols_o) for k in ("transform", "compare", "snapshot")]
-        out.append(table(["", "wall s", "rows/s", "peak RSS MB", "CPU s"], rows))
+        out.append(table(["", "wall s", "rows/s", "peak RSS MB", "CPU s in stage", "CPU s process"], rows))
         snap = st.get("snapshot") or {}
         if _ok(snap):
             out.append(f"\nSnapshot rows/s counts every row of the ring it scanned ({fmt(snap.get('ring_rows'))}; "
