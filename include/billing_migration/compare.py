@@ -38,7 +38,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -516,6 +515,9 @@ _SRC_POS = {t.entity: {n: i for i, n in enumerate(t.column_names)} for t in sche
 _STATIC_TPOS = [_FS[cql] for cql in _STATIC_CQL.values()]
 _OWN_GET = {e: itemgetter(*(_FR[c] for c in cols), _FR["entity_id"])  # a tuple even for one own column
             for e, cols in _ROW_COLS.items()}
+_FOREIGN_GET = {e: itemgetter(*(_FR[c] for c in _ENTITY_COLS if c not in cols), _FR["entity_type"])
+                for e, cols in _ROW_COLS.items()}  # entity_type: a tuple even for one foreign column
+_FOREIGN_NONE = {e: (*(None for c in _ENTITY_COLS if c not in cols), e) for e, cols in _ROW_COLS.items()}
 _FAST_FOREIGN = {e: [(c, _FR[c], _KIND_OF[c]) for c in _ENTITY_COLS if c not in cols] for e, cols in _ROW_COLS.items()}
 Finding = tuple[tuple[int, int, str, int, int], str, str, int, int, str | None, str | None, str | None]
 
@@ -630,16 +632,14 @@ def diff_group(res: CompareResult, src: SourceRaw, tgt: TargetRaw, index: set[in
         own = _ROW_COLS[e]
         res.counts["fields_compared"] += len(srows) * len(own)
         scols = list(zip(*srows, strict=True))
-        tcols = list(zip(*map(_OWN_GET[e], trows), strict=True))  # only this entity's own columns
+        tcols = list(zip(*map(_OWN_GET[e], trows), strict=True))  # this entity's own columns (+ entity_id)
         mc = [k[0] for k in skeys]
         me = [k[1] for k in skeys]
         for i, col in enumerate(own):
             _diff_column(findings, _KIND_OF[col], col, t.name, 1, e, i, mc, me, scols[spos[col]], tcols[i])
-        # Columns of other entities must stay empty in these rows. Every None of a row is in an own column
-        # or a foreign one, so the rows' None counts add up to (own Nones + all foreign columns) exactly when
-        # no foreign value is filled: one C-level pass instead of one per foreign column.
-        own_nones = sum(c.count(None) for c in tcols[:-1])
-        if sum(map(tuple.count, trows, repeat(None))) == own_nones + len(_FAST_FOREIGN[e]) * len(trows):
+        # Columns of other entities must stay empty in these rows: one C-level pass (tuple equality with an
+        # all-None tuple short-cuts on identity; `count(None)` would call Decimal.__eq__ on every value).
+        if list(map(_FOREIGN_GET[e], trows)).count(_FOREIGN_NONE[e]) == len(trows):
             continue
         for j, (col, pos, kind) in enumerate(_FAST_FOREIGN[e], start=len(own)):
             for cid, eid, r in zip(mc, me, trows, strict=True):
