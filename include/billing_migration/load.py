@@ -197,6 +197,10 @@ def _serialized(col: pa.ChunkedArray, cql_type, protocol_version: int) -> list:
     from cassandra import cqltypes
     from cassandra.marshal import int64_pack, uint32_pack
 
+    if pa.types.is_decimal128(col.type) and issubclass(cql_type, cqltypes.DecimalType):
+        fast = _decimal_bytes(col)
+        if fast is not None:
+            return fast
     values = _py(col)
     if pa.types.is_timestamp(col.type) and issubclass(cql_type, cqltypes.DateType):
         pack = int64_pack
@@ -206,6 +210,27 @@ def _serialized(col: pa.ChunkedArray, cql_type, protocol_version: int) -> list:
         ser = cql_type.serialize
         return [None if v is None else ser(v, protocol_version) for v in values]
     return [None if v is None else pack(v) for v in values]
+
+
+def _decimal_bytes(col: pa.ChunkedArray) -> list | None:
+    """decimal128 column -> DecimalType bytes (int32 scale + minimal two's-complement unscaled varint), read
+    straight from Arrow's unscaled integers instead of going through Decimal.as_tuple() and varint_pack.
+    None when a value does not fit 64 bits (the caller then uses the driver's serializer)."""
+    from cassandra.marshal import int32_pack
+
+    scale = int32_pack(col.type.scale)
+    out: list = []
+    for chunk in col.chunks:
+        if len(chunk) == 0:
+            continue
+        words = np.frombuffer(chunk.buffers()[1], dtype="<i8")[2 * chunk.offset: 2 * (chunk.offset + len(chunk))]
+        low, high = words[0::2], words[1::2]
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+        if not np.array_equal(high[valid], low[valid] >> 63):  # needs more than 64 bits
+            return None
+        out += [scale + x.to_bytes(((~x if x < 0 else x).bit_length() + 8) // 8, "big", signed=True) if ok
+                else None for x, ok in zip(low.tolist(), valid.tolist(), strict=True)]
+    return out
 
 
 def _row_params(rows: pa.Table, prepared: dict[str, Any], run_id: str) -> list[tuple[bytes, tuple]]:
