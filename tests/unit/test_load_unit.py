@@ -38,3 +38,37 @@ def test_timestamps_are_bound_as_exact_epoch_ms():
     col = pa.chunked_array([pa.array([ts, None], pa.timestamp("ms", tz="UTC"))])
     assert load._py(col) == [int(ts.timestamp() * 1000), None]
     assert load._py(pa.chunked_array([pa.array(["😀", None])])) == ["😀", None]
+
+
+def test_dates_are_bound_as_the_bytes_the_driver_sends_for_datetime_dates():
+    """SimpleDateType packs an int as the CQL offset form; it must equal what a datetime.date becomes."""
+    from cassandra.cqltypes import SimpleDateType
+
+    dates = [dt.date(1, 1, 1), dt.date(1900, 3, 1), dt.date(1969, 12, 31), dt.date(1970, 1, 1),
+             dt.date(2024, 2, 29), dt.date(9999, 12, 31), None]
+    col = pa.chunked_array([pa.array(dates, pa.date32())])
+    assert load._py(col)[3] == 2**31 and load._py(col)[-1] is None
+    expected = [None if d is None else SimpleDateType.serialize(d, 5) for d in dates]
+    assert load._serialized(col, SimpleDateType, 5) == expected
+    assert [None if v is None else SimpleDateType.serialize(v, 5) for v in load._py(col)] == expected
+
+
+def test_decimals_and_timestamps_serialize_exactly_like_the_driver():
+    from decimal import Decimal
+
+    from cassandra.cqltypes import DateType, DecimalType, LongType, UTF8Type
+
+    money = [Decimal("0.0000"), Decimal("-0.0001"), Decimal("-1.2800"), Decimal("1.2800"), None,
+             Decimal("12345678901234.5678"), Decimal("-92233720368547.7580")]
+    arr = pa.array(money, pa.decimal128(18, 4))
+    col = pa.chunked_array([arr.slice(1), arr.slice(0, 1)])  # chunk offsets and order must be honoured
+    want = [None if v is None else DecimalType.serialize(v, 5) for v in col.to_pylist()]
+    assert load._serialized(col, DecimalType, 5) == want
+    huge = pa.chunked_array([pa.array([Decimal("1E30"), Decimal("-3.5")], pa.decimal128(38, 2))])  # > 64 bits
+    assert load._serialized(huge, DecimalType, 5) == [DecimalType.serialize(v, 5) for v in huge.to_pylist()]
+    ts = dt.datetime(1960, 5, 1, 12, 0, 0, 123000, tzinfo=dt.UTC)
+    tcol = pa.chunked_array([pa.array([ts, None], pa.timestamp("ms", tz="UTC"))])
+    assert load._serialized(tcol, DateType, 5) == [DateType.serialize(ts, 5), None]
+    assert load._serialized(pa.chunked_array([pa.array([-5, None], pa.int64())]), LongType, 5) == [
+        LongType.serialize(-5, 5), None]
+    assert load._serialized(pa.chunked_array([pa.array(["😀"])]), UTF8Type, 5) == ["😀".encode()]
