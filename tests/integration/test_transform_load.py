@@ -210,6 +210,17 @@ def test_column_wise_batches_are_byte_identical_to_binding_row_by_row(cfg, migra
     assert all(rk is not None for _, _, rk, *_ in fast)  # token-aware routing still gets the partition key
 
 
+def test_unknown_entity_type_fails_the_batch_build_with_a_clear_error(cfg, migrated, session, s3):
+    import pyarrow as pa
+
+    rows = s3io.get_parquet(s3, cfg.s3_bucket, s3io.stage_key(cfg, "AR", RUN, "transformed", 0))
+    et = rows.column("entity_type").to_pylist()
+    et[-1] = "refund"
+    bad = rows.set_column(rows.schema.get_field_index("entity_type"), "entity_type", pa.array(et, pa.string()))
+    with pytest.raises(ValueError, match=r"unknown entity_type \['refund'\]"):
+        next(load.customer_batches(bad, load._prepare(session), RUN))
+
+
 def test_rate_limit_slows_the_load(cfg, migrated):
     rows = sum(m["load"]["rows"] for m in migrated if m["chunk"]["chunk"] == 1)
     res = load.load_chunk(cfg, "AR", RUN, 1, rate_limit_rows_per_s=rows // 2)
