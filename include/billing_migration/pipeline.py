@@ -245,19 +245,15 @@ def load_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> d
 
 def quarantined_keys(cfg: Config, country: str, run_id: str) -> set[tuple[str, int]]:
     """(table, key) of every record the transform rejected in this run: expected absent from the target."""
-    client = s3io_client(cfg)
+    from billing_migration import connections
+
+    client = connections.s3_client(cfg)
     out: set[tuple[str, int]] = set()
     for key in s3io.list_keys(client, cfg.s3_bucket, s3io.run_prefix(cfg, country, run_id) + "rejects/"):
         t = s3io.get_parquet(client, cfg.s3_bucket, key, columns=["table", "key"])
         out.update(zip(t.column("table").to_pylist(), (int(k) for k in t.column("key").to_pylist()),
                        strict=True))
     return out
-
-
-def s3io_client(cfg: Config):
-    from billing_migration import connections
-
-    return connections.s3_client(cfg)
 
 
 def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
