@@ -187,7 +187,8 @@ def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, 
         counts = step(cfg, p.country, run_id, name, lambda c=chunk: fn(c), part=chunk["chunk"])
         totals["chunks"] += 1
         for k, v in _flatten(counts).items():
-            totals[k] = totals.get(k, 0) + v
+            if not k.endswith("per_s"):  # rates do not add up across chunks; the report derives its own
+                totals[k] = totals.get(k, 0) + v
     return totals
 
 

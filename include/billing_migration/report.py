@@ -44,6 +44,8 @@ def build(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
         for k, v in (e.get("counts") or {}).items():
             if k == "duration_ms" and part is not None and part >= 0:
                 s["counts"]["chunk_ms_total"] = s["counts"].get("chunk_ms_total", 0) + v
+            elif k.endswith("per_s"):
+                continue  # a chunk's rate; the stage's rate is derived below from rows and wall time
             elif part is not None and part >= 0:
                 s["counts"][k] = s["counts"].get(k, 0) + v
             else:
