@@ -190,6 +190,18 @@ def _py(col: pa.ChunkedArray) -> list:
 
 
 def _serialized(col: pa.ChunkedArray, cql_type, protocol_version: int) -> list:
+    """Column -> the bytes BoundStatement.bind would produce for each value; a null is sent as UNSET.
+
+    UNSET writes no cell at all, where a bound null would write a tombstone cell: every load first deletes
+    the whole partition, so an absent cell reads back as null all the same, without tombstones piling up for
+    the compare, the nightly scans and compaction to wade through.
+    """
+    from cassandra.query import UNSET_VALUE
+
+    return [UNSET_VALUE if v is None else v for v in _serialized_or_null(col, cql_type, protocol_version)]
+
+
+def _serialized_or_null(col: pa.ChunkedArray, cql_type, protocol_version: int) -> list:
     """Column -> the bytes BoundStatement.bind would produce for each value (None stays None = null).
 
     The driver's own serialize is used, except for the two types whose ints it packs through a failed
@@ -351,12 +363,19 @@ def _customer_batches_bound(rows: pa.Table, prepared: dict[str, Any], run_id: st
                 batch, count = new_batch(), 0
             et = etype[i]
             if et is None:
-                batch.add(prepared["static"], (cid, *(cols[c][i] for c in STATIC_COLS), run_id, t))
+                batch.add(prepared["static"], (cid, *(_unset(cols[c][i]) for c in STATIC_COLS), run_id, t))
             else:
-                batch.add(prepared[et], (cid, et, cols["entity_id"][i], *(cols[c][i] for c in entity_cols[et]),
-                                         run_id, t))
+                batch.add(prepared[et], (cid, et, cols["entity_id"][i],
+                                         *(_unset(cols[c][i]) for c in entity_cols[et]), run_id, t))
             count += 1
         yield cid, batch, count
+
+
+def _unset(value: Any) -> Any:
+    """A null is sent as UNSET (no cell, no tombstone; see _serialized)."""
+    from cassandra.query import UNSET_VALUE
+
+    return UNSET_VALUE if value is None else value
 
 
 def load_rows(session, country: str, rows: pa.Table, run_id: str, concurrency: int = 64,

@@ -49,7 +49,7 @@ def test_dates_are_bound_as_the_bytes_the_driver_sends_for_datetime_dates():
     col = pa.chunked_array([pa.array(dates, pa.date32())])
     assert load._py(col)[3] == 2**31 and load._py(col)[-1] is None
     expected = [None if d is None else SimpleDateType.serialize(d, 5) for d in dates]
-    assert load._serialized(col, SimpleDateType, 5) == expected
+    assert load._serialized_or_null(col, SimpleDateType, 5) == expected
     assert [None if v is None else SimpleDateType.serialize(v, 5) for v in load._py(col)] == expected
 
 
@@ -63,12 +63,23 @@ def test_decimals_and_timestamps_serialize_exactly_like_the_driver():
     arr = pa.array(money, pa.decimal128(18, 4))
     col = pa.chunked_array([arr.slice(1), arr.slice(0, 1)])  # chunk offsets and order must be honoured
     want = [None if v is None else DecimalType.serialize(v, 5) for v in col.to_pylist()]
-    assert load._serialized(col, DecimalType, 5) == want
+    assert load._serialized_or_null(col, DecimalType, 5) == want
     huge = pa.chunked_array([pa.array([Decimal("1E30"), Decimal("-3.5")], pa.decimal128(38, 2))])  # > 64 bits
-    assert load._serialized(huge, DecimalType, 5) == [DecimalType.serialize(v, 5) for v in huge.to_pylist()]
+    assert load._serialized_or_null(huge, DecimalType, 5) == [DecimalType.serialize(v, 5) for v in huge.to_pylist()]
     ts = dt.datetime(1960, 5, 1, 12, 0, 0, 123000, tzinfo=dt.UTC)
     tcol = pa.chunked_array([pa.array([ts, None], pa.timestamp("ms", tz="UTC"))])
-    assert load._serialized(tcol, DateType, 5) == [DateType.serialize(ts, 5), None]
-    assert load._serialized(pa.chunked_array([pa.array([-5, None], pa.int64())]), LongType, 5) == [
+    assert load._serialized_or_null(tcol, DateType, 5) == [DateType.serialize(ts, 5), None]
+    assert load._serialized_or_null(pa.chunked_array([pa.array([-5, None], pa.int64())]), LongType, 5) == [
         LongType.serialize(-5, 5), None]
-    assert load._serialized(pa.chunked_array([pa.array(["😀"])]), UTF8Type, 5) == ["😀".encode()]
+    assert load._serialized_or_null(pa.chunked_array([pa.array(["😀"])]), UTF8Type, 5) == ["😀".encode()]
+
+
+def test_nulls_are_sent_unset_so_no_tombstone_cells_are_written():
+    from cassandra.cqltypes import LongType
+    from cassandra.query import UNSET_VALUE
+
+    col = pa.chunked_array([pa.array([7, None], pa.int64())])
+    out = load._serialized(col, LongType, 5)
+    assert out[0] == LongType.serialize(7, 5)
+    assert out[1] is UNSET_VALUE
+    assert load._unset(None) is UNSET_VALUE and load._unset(0) == 0
