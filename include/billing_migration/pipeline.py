@@ -187,7 +187,7 @@ def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, 
         counts = step(cfg, p.country, run_id, name, lambda c=chunk: fn(c), part=chunk["chunk"])
         totals["chunks"] += 1
         for k, v in _flatten(counts).items():
-            if not k.endswith("per_s"):  # rates do not add up across chunks; the report derives its own
+            if k != "chunk" and not k.endswith("per_s"):  # ids and rates do not add up across chunks
                 totals[k] = totals.get(k, 0) + v
     return totals
 
