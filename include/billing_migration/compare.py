@@ -422,13 +422,18 @@ def _read_target(session, prepared, ids: list[int]) -> dict[int, list[tuple]]:
     for ok, rs in results:
         if not ok:  # pragma: no cover - raise_on_first_error raises instead
             raise CompareError(f"reading partitions failed: {rs}")
-        for r in rs:  # a partition's rows arrive together, in clustering order
-            rows = out.get(r[0])
-            if rows is None:
-                out[r[0]] = [r]
-            else:
-                rows.append(r)
+        _add_rows(out, rs)
     return out
+
+
+def _add_rows(into: dict[int, list[tuple]], rs) -> None:
+    """Group result rows by partition key (column 0); a partition's rows arrive together, in clustering order."""
+    for r in rs:
+        part = into.get(r[0])
+        if part is None:
+            into[r[0]] = [r]
+        else:
+            part.append(r)
 
 
 def _target_group(session, prepared, ids: list[int]) -> dict[int, TargetPartition]:
@@ -490,13 +495,7 @@ def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> Target
             for r in rs:
                 raw.static[r[0]] = r
             continue
-        rows = raw.rows
-        for r in rs:  # a partition's rows arrive together, in clustering order
-            part = rows.get(r[0])
-            if part is None:
-                rows[r[0]] = [r]
-            else:
-                part.append(r)
+        _add_rows(raw.rows, rs)
     return raw
 
 

@@ -247,40 +247,44 @@ def _stream_connectorx(cfg: Config, table: schema.Table, sql: str, params: list[
             yield to_arrow(table, {n: rb.column(n) for n in rb.schema.names})
 
 
+def _write_table(client, bucket: str, key: str, table: schema.Table, batches) -> dict[str, Any]:
+    """Stream `batches` into one Parquet file and upload it; a failure leaves nothing behind."""
+    w = _TableWriter(table)
+    try:
+        for batch in batches:
+            w.write(batch)
+    except BaseException:
+        w.abort()
+        raise
+    return w.finish(client, bucket, key)
+
+
+def _ss_batches(conn, table: schema.Table, sql: str, params: list[Any], batch_rows: int):
+    import MySQLdb.cursors
+
+    with conn.cursor(MySQLdb.cursors.SSCursor) as cur:
+        yield from _stream_mysqlclient(cur, table, sql, params, batch_rows)
+
+
 def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
                    engine: str) -> dict[str, dict[str, Any]]:
     client = s3_client(cfg)
     out: dict[str, dict[str, Any]] = {}
     if engine == "connectorx":
         for table, sql, params, key in tables:
-            w = _TableWriter(table)
-            try:
-                for batch in _stream_connectorx(cfg, table, sql, params, batch_rows):
-                    w.write(batch)
-            except BaseException:
-                w.abort()
-                raise
-            out[table.name] = w.finish(client, cfg.s3_bucket, key)
+            out[table.name] = _write_table(client, cfg.s3_bucket, key, table,
+                                           _stream_connectorx(cfg, table, sql, params, batch_rows))
         return out
     if engine != "mysqlclient":
         raise ValueError(f"engine must be 'mysqlclient' or 'connectorx', got {engine!r}")
-    import MySQLdb.cursors
-
     with connections.mysql_conn("mysql_export", cfg) as conn:
         with conn.cursor() as cur:
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         try:
             for table, sql, params, key in tables:
-                w = _TableWriter(table)
-                try:
-                    with conn.cursor(MySQLdb.cursors.SSCursor) as cur:
-                        for batch in _stream_mysqlclient(cur, table, sql, params, batch_rows):
-                            w.write(batch)
-                except BaseException:
-                    w.abort()
-                    raise
-                out[table.name] = w.finish(client, cfg.s3_bucket, key)
+                out[table.name] = _write_table(client, cfg.s3_bucket, key, table,
+                                               _ss_batches(conn, table, sql, params, batch_rows))
         finally:
             conn.rollback()
     return out

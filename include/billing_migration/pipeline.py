@@ -147,7 +147,8 @@ def _utc(value: Any) -> datetime | None:
     return v if v.tzinfo else v.replace(tzinfo=UTC)
 
 
-def freeze_started(cfg: Config, p: RunParams, run_id: str) -> datetime | None:
+def freeze_started(cfg: Config, p: RunParams, run_id: str,
+                   entries: list[dict[str, Any]] | None = None) -> datetime | None:
     """When the freeze this run works under began (None on a dry run, which works unfrozen).
 
     A chunked step must run inside this run's freeze, and after the plan: if the country was writable
@@ -162,7 +163,9 @@ def freeze_started(cfg: Config, p: RunParams, run_id: str) -> datetime | None:
             f"{p.country} is not frozen by this run (writes_frozen={bool(st.get('writes_frozen'))}, "
             f"freeze_run_id={st.get('freeze_run_id')}); clear the run from disable_writes")
     frozen_at = _utc(st.get("frozen_at"))
-    planned = [e for e in ledger.get_run(cfg, p.country, run_id)
+    if entries is None:
+        entries = ledger.get_run(cfg, p.country, run_id)
+    planned = [e for e in entries
                if e["step"] == "plan" and e["state"] == "succeeded" and (e.get("part") is None or e["part"] < 0)]
     if frozen_at and planned and _utc(planned[-1]["started_at"]) < frozen_at:
         raise MigrationError(
@@ -175,8 +178,9 @@ def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, 
              fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     """Run `fn` on each chunk of the lane, skipping chunks the ledger has as done within the current
     freeze; sums the counts."""
-    frozen_at = freeze_started(cfg, p, run_id)
-    done = {e["part"] for e in ledger.get_run(cfg, p.country, run_id)
+    entries = ledger.get_run(cfg, p.country, run_id)
+    frozen_at = freeze_started(cfg, p, run_id, entries)
+    done = {e["part"] for e in entries
             if e["step"] == name and e["state"] in ("succeeded", "skipped") and e["part"] is not None
             and e["part"] >= 0 and (frozen_at is None or (_utc(e["ended_at"]) or frozen_at) >= frozen_at)}
     totals: dict[str, Any] = {"chunks": 0, "skipped_chunks": 0}
