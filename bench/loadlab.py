@@ -29,7 +29,8 @@ def _consume(results) -> None:
 
 def prepare(cfg, spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     import pyarrow as pa
-    from billing_migration import connections, load, s3io
+    from billing_migration.country import load
+    from billing_migration.stores import connections, s3io
 
     variant = spec.get("variant", "asis")
     if variant not in VARIANTS:

@@ -36,7 +36,7 @@ def _mysql_login(cfg) -> tuple[str, int, str, str]:
 
 def export_queries(cfg, country: str, lo: int, hi: int) -> list[str]:
     """The same rows the export reads (every customer table of the country's id range), selected raw."""
-    from billing_migration import schema
+    from billing_migration.stores import schema
 
     out = []
     for t in schema.CUSTOMER_TABLES:
@@ -73,7 +73,7 @@ def client_version() -> str:
 
 def outfile_status(cfg) -> dict[str, Any]:
     """Can the export role use SELECT ... INTO OUTFILE here? Tries it on one row and reports why not."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT @@secure_file_priv")
@@ -99,7 +99,7 @@ def outfile_status(cfg) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- load peer
 def peer_table_ddl(keyspace: str) -> str:
     """`customer_billing`'s DDL under another name: same columns, same primary key."""
-    from billing_migration import schema
+    from billing_migration.stores import schema
 
     ddl = next(s for s in schema.cassandra_ddl(keyspace) if ".customer_billing (" in s)
     return ddl.replace(f"{keyspace}.customer_billing (", f"{keyspace}.{PEER_TABLE} (")
@@ -179,7 +179,7 @@ def write_peer_csv(cfg, country: str, run_id: str, path: Path) -> dict[str, int]
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
-    from billing_migration import connections, s3io
+    from billing_migration.stores import connections, s3io
 
     client = connections.s3_client(cfg)
     keys = s3io.list_keys(client, cfg.s3_bucket, s3io.run_prefix(cfg, country, run_id) + "transformed/")

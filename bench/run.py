@@ -91,7 +91,7 @@ def machine() -> dict[str, Any]:
 
 
 def server_versions(cfg) -> dict[str, str]:
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     out = {}
     with connections.mysql_conn("mysql_export", cfg, database="") as conn, conn.cursor() as cur:
@@ -104,7 +104,7 @@ def server_versions(cfg) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ set-up
 def setup_namespace(cfg) -> None:
-    from billing_migration import connections, schema
+    from billing_migration.stores import connections, schema
 
     from bench import peers
 
@@ -120,7 +120,7 @@ def setup_namespace(cfg) -> None:
 
 def drop_namespace(cfg) -> None:
     """Drop everything this run wrote: the database, the keyspace, the S3 prefix."""
-    from billing_migration import connections, s3io
+    from billing_migration.stores import connections, s3io
 
     if not cfg.namespace:
         raise RuntimeError("refusing to drop the un-namespaced installation")
@@ -132,7 +132,7 @@ def drop_namespace(cfg) -> None:
 
 
 def country_has_data(cfg, country: str) -> int:
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM customers WHERE country = %s", (country,))
@@ -140,7 +140,7 @@ def country_has_data(cfg, country: str) -> int:
 
 
 def max_customer_id(cfg) -> int:
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT COALESCE(MAX(customer_id), 0) FROM customers")
@@ -149,7 +149,7 @@ def max_customer_id(cfg) -> int:
 
 def table_bytes(cfg, country: str) -> dict[str, int]:
     """Row counts of the country's rows per table (what export must read)."""
-    from billing_migration import connections, schema
+    from billing_migration.stores import connections, schema
 
     out = {}
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
@@ -225,14 +225,14 @@ class Bench:
 
 
 def _chunks(cfg, country: str, chunk_customers: int) -> list[dict[str, Any]]:
-    from billing_migration import export
+    from billing_migration.country import export
 
     return export.plan_chunks(cfg, country, chunk_customers)
 
 
 def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     """Seed one country of `size` customers and measure every stage and peer on it."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     from bench import peers
 
@@ -279,7 +279,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
         tsv_mb = None
     tsv.unlink(missing_ok=True)
     pe["into_outfile"] = peers.outfile_status(cfg)
-    from billing_migration import export as _export
+    from billing_migration.country import export as _export
 
     _export.export_plans(cfg, country, run_id)  # the plan step's catalogue export, which transform reads
     log(f"[{country} {size}] export ({len(chunks)} chunks)")
@@ -326,7 +326,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     if large and "snapshot" not in wanted:
         st["snapshot"] = skip
     elif _ok(st["load"]) and not b.avail.get("snapshot"):
-        from billing_migration import snapshot
+        from billing_migration.nightly import snapshot
 
         with connections.cassandra_session(cfg) as s:
             # One COUNT(*) over the whole table fails on a single node at ~4M rows (read failure); count per
@@ -355,7 +355,7 @@ def _blocked(upstream: str, r: dict[str, Any]) -> dict[str, Any]:
 
 def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int]) -> dict[str, Any]:
     """DSBulk if it can be fetched, else the DataStax Java driver loader; best settings found, same rows."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     from bench import peers
 
@@ -420,7 +420,7 @@ def run_scaling(b: Bench, size: int, country: str, procs_list: list[int]) -> dic
     cc = b.args.scaling_chunk_customers
     chunks = _chunks(b.cfg, country, cc)
     run_id = f"bench_scaling_{country.lower()}"  # own run id: its chunk numbering differs from the main run's
-    from billing_migration import export
+    from billing_migration.country import export
 
     export.export_plans(b.cfg, country, run_id)
     out: dict[str, Any] = {"customers": size, "country": country, "chunks": len(chunks), "chunk_customers": cc}
@@ -441,7 +441,7 @@ def run_scaling(b: Bench, size: int, country: str, procs_list: list[int]) -> dic
 DAG_SCRIPT = r"""
 import json, sys, time
 from airflow.dag_processing.dagbag import DagBag
-from billing_migration import report
+from billing_migration.country import report
 from billing_migration.config import load_config
 cc, conf = sys.argv[1], json.loads(sys.argv[2])
 bag = DagBag(dag_folder=sys.argv[3])
@@ -459,7 +459,7 @@ print(json.dumps({"run_id": dr.run_id, "state": str(dr.state), "wall_s": wall,
 
 def reset_country(cfg, country: str) -> None:
     """Put a cut-over country back on legacy, writable, so the DAG can run again (bench namespace only)."""
-    from billing_migration import write_gate
+    from billing_migration.stores import write_gate
 
     if hasattr(write_gate, "rollback"):
         try:
@@ -467,7 +467,7 @@ def reset_country(cfg, country: str) -> None:
             return
         except Exception as exc:  # fall back to a direct reset of the routing row
             log(f"write_gate.rollback failed ({exc}); resetting the routing row directly")
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
         cur.execute("UPDATE country_routing SET serving_store='legacy', writes_frozen=0 WHERE country=%s",
@@ -518,7 +518,7 @@ def profile_stage(b: Bench, stage: str, country: str, top: int = 25) -> dict[str
     spec = {"stage": stage, "country": country, "run_id": f"bench_{country.lower()}", "chunks": chunks,
             "profile_path": str(prof)}
     if stage == "snapshot":
-        from billing_migration import snapshot
+        from billing_migration.nightly import snapshot
 
         spec["chunks"] = snapshot.token_splits(b.args.snapshot_splits)
     s = run_workers([spec], b.env, timeout_s=b.args.timeout)

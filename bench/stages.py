@@ -13,12 +13,12 @@ from typing import Any
 
 # stage -> (module, function) it measures
 STAGE_FUNCS: dict[str, tuple[str, str]] = {
-    "seed": ("billing_migration.generator", "seed"),
-    "export": ("billing_migration.export", "export_chunk"),
-    "transform": ("billing_migration.transform", "transform_chunk"),
-    "load": ("billing_migration.load", "load_chunk"),
-    "compare": ("billing_migration.compare", "compare_range"),
-    "snapshot": ("billing_migration.snapshot", "snapshot_cassandra_split"),
+    "seed": ("billing_migration.devtools.generator", "seed"),
+    "export": ("billing_migration.country.export", "export_chunk"),
+    "transform": ("billing_migration.country.transform", "transform_chunk"),
+    "load": ("billing_migration.country.load", "load_chunk"),
+    "compare": ("billing_migration.country.compare", "compare_range"),
+    "snapshot": ("billing_migration.nightly.snapshot", "snapshot_cassandra_split"),
 }
 
 
@@ -53,7 +53,7 @@ def _sum_numeric(acc: dict[str, Any], counts: Any, prefix: str = "") -> None:
 
 def warm_up(cfg) -> None:
     """Import the hooks and drivers every stage touches, outside the timed region (a one-off per process)."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     connections.s3_client(cfg)
     import MySQLdb  # noqa: F401
@@ -70,7 +70,7 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     chunks: list[dict[str, Any]] = spec.get("chunks") or []
 
     if stage == "seed":
-        from billing_migration import generator
+        from billing_migration.devtools import generator
 
         def _seed() -> dict[str, Any]:
             import dataclasses
@@ -85,7 +85,7 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return _seed
 
     if stage == "export":
-        from billing_migration import export
+        from billing_migration.country import export
 
         def _export() -> dict[str, Any]:
             acc: dict[str, Any] = {"rows": 0, "parquet_bytes": 0, "customers": 0}
@@ -99,7 +99,7 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return _export
 
     if stage == "transform":
-        from billing_migration import transform
+        from billing_migration.country import transform
 
         def _transform() -> dict[str, Any]:
             acc: dict[str, Any] = {}
@@ -110,7 +110,7 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return _transform
 
     if stage == "load":
-        from billing_migration import load
+        from billing_migration.country import load
 
         concurrency = int(spec.get("concurrency") or cfg.country(country).load_concurrency)
 
@@ -124,7 +124,7 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return _load
 
     if stage == "compare":
-        from billing_migration import compare
+        from billing_migration.country import compare
 
         def _compare() -> dict[str, Any]:
             acc: dict[str, Any] = {}
@@ -140,7 +140,7 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return _compare
 
     if stage == "snapshot":
-        from billing_migration import snapshot
+        from billing_migration.nightly import snapshot
 
         day = spec.get("day", "2000-01-01")
 

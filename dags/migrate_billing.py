@@ -5,7 +5,7 @@
 
 disable_writes / release_freeze are a setup / teardown pair: whatever fails in between, the teardown runs
 and a country this run froze but did not cut over is writable again on the legacy store. The logic lives in
-`billing_migration.pipeline`; this file only wires it.
+`billing_migration.country.pipeline`; this file only wires it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from billing_migration import pipeline
 from billing_migration.config import load_config
+from billing_migration.country import pipeline
 
 CFG = load_config()
 

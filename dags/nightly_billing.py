@@ -6,7 +6,7 @@
 
 Reconciled: countries migrated (serving from Cassandra) or mid-migration (frozen), from country_routing.
 Renewals: every configured country, read from the store that serves it. Logic lives in
-`billing_migration.snapshot`, `.reconcile` and `.renewal`; this file only wires it. Backfillable: every output
+`billing_migration.nightly.snapshot`, `.reconcile` and `.renewal`; this file only wires it. Backfillable: every output
 is keyed by the logical date and replaced whole by a rerun (`airflow backfill create --dag-id nightly_billing`;
 scripts/backfill-demo runs one through a real scheduler).
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from billing_migration import reconcile, renewal, snapshot
 from billing_migration.config import load_config
+from billing_migration.nightly import reconcile, renewal, snapshot
 
 CFG = load_config()
 

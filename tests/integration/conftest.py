@@ -16,7 +16,7 @@ def stack_ready():
 @pytest.fixture(scope="session")
 def legacy_db(cfg):
     """This session's legacy database with the schema applied; dropped at session end."""
-    from billing_migration import connections, schema
+    from billing_migration.stores import connections, schema
 
     with connections.mysql_conn("mysql_admin", cfg, database="", autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.mysql_database}` "
@@ -33,7 +33,7 @@ def legacy_db(cfg):
 @pytest.fixture(scope="session")
 def cassandra_ks(cfg):
     """This session's keyspace with the Cassandra model applied; dropped at session end."""
-    from billing_migration import connections, schema
+    from billing_migration.stores import connections, schema
 
     with connections.cassandra_session(cfg, keyspace=False) as session:
         schema.apply_cassandra_schema(session, cfg.cassandra_keyspace)
@@ -46,7 +46,7 @@ def cassandra_ks(cfg):
 @pytest.fixture(scope="session")
 def s3(cfg):
     """boto3 client for the stack's S3; this session's prefix is emptied at session end."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     client = connections.s3_client(cfg)
     yield client

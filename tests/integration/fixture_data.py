@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from billing_migration import connections, schema
+from billing_migration.stores import connections, schema
 
 PLANS = {"PT": (9001, "EUR"), "PL": (9002, "PLN"), "AR": (9003, "ARS"), "ZA": (9004, "ZAR"), "KR": (9005, "KRW")}
 BASE = 10**9  # customer id offset of every fixture

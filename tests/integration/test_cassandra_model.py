@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-from billing_migration import connections, schema
+from billing_migration.stores import connections, schema
 
 CID = 424_242
 NAME_255 = ("Maximiliana Wolfeschlegelsteinhausenbergerdorff-Ñúñez 😀 " * 6)[:255]

@@ -9,7 +9,8 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-from billing_migration import connections, export, s3io, schema
+from billing_migration.country import export
+from billing_migration.stores import connections, s3io, schema
 
 from tests.integration import fixture_data
 

@@ -13,7 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from billing_migration import connections, generator, schema
+from billing_migration.devtools import generator
+from billing_migration.stores import connections, schema
 
 N, SEED, RATE = 2000, 11, 0.01
 AS_OF = date(2026, 11, 1)
@@ -185,7 +186,7 @@ def test_tsv_escaping_against_the_server(cfg, legacy_db):
 
 def test_cli_prints_seed_result_and_rejects_bad_input(cfg, legacy_db):
     env = dict(os.environ)
-    cmd = [sys.executable, "-m", "billing_migration.generator", "--customers", "150", "--seed", "3",
+    cmd = [sys.executable, "-m", "billing_migration.devtools.generator", "--customers", "150", "--seed", "3",
            "--countries", "US=0.5,BR=0.3,GB=0.2", "--dirty-rate", "0.01", "--checksums"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=True)
     # Airflow's own log lines may precede the result on stdout: the result is the JSON object at the end.

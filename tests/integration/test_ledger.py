@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from billing_migration import ledger
+from billing_migration.stores import ledger
 
 CC = "LI"  # countries no other test writes ledger rows for
 

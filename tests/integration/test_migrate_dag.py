@@ -27,7 +27,9 @@ def dags():
 @pytest.fixture
 def seeded(cfg, legacy_db, cassandra_ks, s3):
     """A fresh legacy DB (clean data), routing reset, empty target for the test countries."""
-    from billing_migration import generator, load, write_gate
+    from billing_migration.country import load
+    from billing_migration.devtools import generator
+    from billing_migration.stores import write_gate
 
     write_gate.reset_routing(cfg, "test", "fresh seed")
     generator.seed(cfg, 300, seed=7, countries=MIX)
@@ -45,14 +47,14 @@ def _state(run) -> str:
 
 
 def _gate(cfg, country):
-    from billing_migration import write_gate
+    from billing_migration.stores import write_gate
 
     return write_gate.status(cfg, country)
 
 
 def _source_counts(cfg, country) -> dict[str, int]:
-    from billing_migration import connections
-    from billing_migration.schema import ENTITY_TABLES
+    from billing_migration.stores import connections
+    from billing_migration.stores.schema import ENTITY_TABLES
 
     out = {}
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
@@ -66,8 +68,8 @@ def _source_counts(cfg, country) -> dict[str, int]:
 
 
 def _target_counts(cfg, country) -> dict[str, int]:
-    from billing_migration import connections
-    from billing_migration.schema import CUSTOMERS_BY_COUNTRY_BUCKETS, ENTITY_TABLES
+    from billing_migration.stores import connections
+    from billing_migration.stores.schema import CUSTOMERS_BY_COUNTRY_BUCKETS, ENTITY_TABLES
 
     out = {t.entity: 0 for t in ENTITY_TABLES}
     ids: list[int] = []
@@ -86,7 +88,7 @@ def _target_counts(cfg, country) -> dict[str, int]:
 
 def _app_write(cfg, country) -> None:
     """A legacy-application write (a promo credit) to one of the country's customers."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     with connections.mysql_conn("mysql_app", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT customer_id FROM customers WHERE country=%s ORDER BY customer_id LIMIT 1", (country,))
@@ -100,7 +102,7 @@ def _app_write(cfg, country) -> None:
 
 
 def test_migrates_a_country_end_to_end_and_leaves_others_untouched(dags, seeded):
-    from billing_migration import compare, export
+    from billing_migration.country import compare, export
 
     cfg = seeded
     dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
@@ -129,7 +131,7 @@ def test_migrates_a_country_end_to_end_and_leaves_others_untouched(dags, seeded)
 
 
 def test_concurrent_writer_is_refused_during_the_freeze_and_loses_nothing(dags, seeded):
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     cfg = seeded
     acked: list[int] = []
@@ -179,7 +181,7 @@ def test_concurrent_writer_is_refused_during_the_freeze_and_loses_nothing(dags, 
 
 
 def _customer_of_txn(cfg, txn: int) -> int:
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT customer_id FROM balance_transactions WHERE txn_id=%s", (txn,))
@@ -206,8 +208,9 @@ def test_failure_in_a_stage_leaves_the_country_writable_on_legacy(dags, seeded, 
 
 
 def test_dirty_records_are_rejected_with_reasons_and_the_budget_decides(dags, cfg, legacy_db, cassandra_ks, s3):
-    from billing_migration import connections, generator, s3io, write_gate
-    from billing_migration.pipeline import quarantined_keys
+    from billing_migration.country.pipeline import quarantined_keys
+    from billing_migration.devtools import generator
+    from billing_migration.stores import connections, s3io, write_gate
 
     write_gate.reset_routing(cfg, "test", "fresh seed")
     generator.seed(cfg, 600, seed=11, countries=MIX, dirty_rate=0.02)
@@ -235,7 +238,8 @@ def test_dirty_records_are_rejected_with_reasons_and_the_budget_decides(dags, cf
 
 def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
     """Stage functions without the scheduler: load, corrupt one row, compare_and_repair fixes it."""
-    from billing_migration import connections, ledger, pipeline, write_gate
+    from billing_migration.country import pipeline
+    from billing_migration.stores import connections, ledger, write_gate
 
     run_id = f"manual__corrupt_{os.getpid()}_{time.time_ns()}"
     p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
@@ -269,7 +273,7 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
 
 def test_bad_param_is_refused_before_any_write(dags, seeded):
     from airflow.sdk.definitions.param import ParamValidationError
-    from billing_migration import ledger
+    from billing_migration.stores import ledger
 
     cfg = seeded
     dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
@@ -285,8 +289,9 @@ def test_bad_param_is_refused_before_any_write(dags, seeded):
 
 def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_completes(cfg, seeded, monkeypatch):
     """A failed attempt's teardown re-enables writes; a cleared task must not load what was exported before."""
-    from billing_migration import compare, connections, pipeline, write_gate
-    from billing_migration.pipeline import MigrationError
+    from billing_migration.country import compare, pipeline
+    from billing_migration.country.pipeline import MigrationError
+    from billing_migration.stores import connections, write_gate
 
     run_id = f"manual__resume_{os.getpid()}_{time.time_ns()}"
     p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})

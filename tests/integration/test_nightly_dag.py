@@ -8,7 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from billing_migration import connections, reconcile, renewal, s3io, snapshot
+from billing_migration.nightly import reconcile, renewal, snapshot
+from billing_migration.stores import connections, s3io
 
 from tests.integration import test_snapshot as data
 
@@ -28,7 +29,8 @@ def bag():
 @pytest.fixture(scope="module")
 def migrated(cfg, legacy_db, cassandra_ks, s3, bag):
     """NL generated (clean data) and migrated by its own DAG; SE generated and left on legacy."""
-    from billing_migration import generator, write_gate
+    from billing_migration.devtools import generator
+    from billing_migration.stores import write_gate
 
     data.reset_stores(cfg)
     generator.seed(cfg, 160, seed=3, countries={MIGRATED: 0.6, LEGACY: 0.4})

@@ -13,7 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from billing_migration import connections, reconcile, renewal, s3io, schema, snapshot
+from billing_migration.nightly import reconcile, renewal, snapshot
+from billing_migration.stores import connections, s3io, schema
 
 CURRENCY = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "BR": "BRL", "JP": "JPY", "CA": "CAD",
             "NL": "EUR", "SE": "SEK", "NZ": "NZD", "CH": "CHF", "IE": "EUR", "MX": "MXN", "IN": "INR"}
@@ -219,7 +220,7 @@ def test_clean_night_passes_and_duckdb_reads_the_snapshots(cfg, s3, seeded):
     # The hive layout is queryable as is: DuckDB over a pyarrow dataset on S3 (no httpfs needed).
     import duckdb
     import pyarrow.dataset as pds
-    from billing_migration import connections
+    from billing_migration.stores import connections
     from pyarrow import fs
 
     hook = connections.s3_hook(cfg)

@@ -6,7 +6,7 @@ import uuid
 
 
 def test_mysql_hook_reaches_mariadb_with_read_only_export_user(cfg, legacy_db):
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     hook = connections.mysql_hook("mysql_export", cfg)
     version = hook.get_first("SELECT VERSION()")[0]
@@ -40,7 +40,7 @@ def test_cassandra_hook_reaches_cassandra_5(cfg, cassandra_ks):
 
 
 def test_s3_hook_reaches_seaweedfs(cfg, s3):
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     hook = connections.s3_hook(cfg)
     key = f"{cfg.s3_prefix}probe/{uuid.uuid4()}.txt"

@@ -11,7 +11,8 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from billing_migration import connections, export, load, remigrate, s3io, schema, transform
+from billing_migration.country import export, load, remigrate, transform
+from billing_migration.stores import connections, s3io, schema
 
 from tests.integration import fixture_data
 
@@ -280,7 +281,8 @@ def test_delete_country_entity_then_all_touches_only_that_country(cfg, migrated,
 
 def test_generated_dirty_rows_are_all_rejected_and_tricky_rows_load_intact(cfg, legacy_db, session, s3):
     """generator.seed's labelled dirty rows: every invalid one rejected, every valid-tricky one loaded."""
-    from billing_migration import generator, write_gate
+    from billing_migration.devtools import generator
+    from billing_migration.stores import write_gate
 
     write_gate.reset_routing(cfg, "pytest", "reseed: other tests of this session may have frozen countries")
 

@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-from billing_migration import connections, write_gate
-from billing_migration.write_gate import WriteGateError
+from billing_migration.stores import connections, write_gate
+from billing_migration.stores.write_gate import WriteGateError
 
 FROZEN, OTHER = "LU", "MT"  # countries no generator or other fixture seeds
 RUN = "manual__2026-11-23T19:40:00+00:00"

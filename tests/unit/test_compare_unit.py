@@ -6,8 +6,8 @@ import datetime as dt
 import unicodedata
 from decimal import Decimal
 
-from billing_migration import compare, schema
-from billing_migration.compare import (
+from billing_migration.country import compare
+from billing_migration.country.compare import (
     CompareResult,
     Invalid,
     SourceCustomer,
@@ -17,6 +17,7 @@ from billing_migration.compare import (
     norm_target,
     same,
 )
+from billing_migration.stores import schema
 from cassandra.util import Date
 
 

@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from billing_migration import generator as g
-from billing_migration import schema
+from billing_migration.devtools import generator as g
+from billing_migration.stores import schema
 
 AS_OF = date(2026, 11, 1)
 A_DAY = (AS_OF - date(1970, 1, 1)).days

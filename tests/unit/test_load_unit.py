@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 import pyarrow as pa
-from billing_migration import load
+from billing_migration.country import load
 
 
 def test_token_bucket_unlimited_never_sleeps():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from billing_migration.config import ConfigError, parse
-from billing_migration.pipeline import RESET_CHOICES, validate_params
+from billing_migration.country.pipeline import RESET_CHOICES, validate_params
 
 CFG = parse({
     "connections": {k: k for k in ("mysql_export", "mysql_gate", "mysql_admin", "cassandra", "s3")},

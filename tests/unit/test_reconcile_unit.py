@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from billing_migration import reconcile, schema, snapshot
-from billing_migration.snapshot import Routing
+from billing_migration.nightly import reconcile, snapshot
+from billing_migration.nightly.snapshot import Routing
+from billing_migration.stores import schema
 
 UTC = dt.UTC
 CUT = dt.datetime(2026, 11, 1)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
-from billing_migration import renewal
+from billing_migration.nightly import renewal
 
 D = Decimal
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from billing_migration import report
 from billing_migration.config import parse
+from billing_migration.country import report
 
 CFG = parse({"connections": {k: k for k in ("mysql_export", "mysql_gate", "mysql_admin", "cassandra", "s3")},
              "countries": {"NZ": {}}})

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from billing_migration import schema, transform
-from billing_migration.export import ZERO_DATE_COL, arrow_schema
+from billing_migration.country import transform
+from billing_migration.country.export import ZERO_DATE_COL, arrow_schema
+from billing_migration.stores import schema
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)

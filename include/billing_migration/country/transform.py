@@ -26,9 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_migration import export, s3io, schema
 from billing_migration.config import Config, normalize_country
-from billing_migration.export import ARROW_TYPES, ZERO_DATE_COL
+from billing_migration.country import export
+from billing_migration.country.export import ARROW_TYPES, ZERO_DATE_COL
+from billing_migration.stores import s3io, schema
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def _conform(cols: dict[str, Any], n: int, out_schema: pa.Schema, run_id: str) -
 
 
 def _read(client, cfg: Config, key: str, tdef: schema.Table) -> pa.Table:
-    from billing_migration.export import arrow_schema
+    from billing_migration.country.export import arrow_schema
 
     t = s3io.get_parquet(client, cfg.s3_bucket, key)
     want = arrow_schema(tdef)

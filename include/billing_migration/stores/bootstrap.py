@@ -1,15 +1,15 @@
 """Make an installation ready: legacy database and schema, Cassandra keyspace and model, S3 bucket.
 
 Idempotent; run by the demo, by docker-compose's airflow-init and by anyone setting up a new environment:
-`python -m billing_migration.bootstrap`.
+`python -m billing_migration.stores.bootstrap`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from billing_migration import connections, schema
 from billing_migration.config import Config, load_config
+from billing_migration.stores import connections, schema
 
 log = logging.getLogger(__name__)
 

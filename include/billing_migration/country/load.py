@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_migration import connections, export, s3io, schema
 from billing_migration.config import Config, normalize_country
+from billing_migration.country import export
+from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
 
@@ -425,8 +426,8 @@ def load_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
     from cassandra import ConsistencyLevel
     from cassandra.query import BatchStatement, BatchType
 
-    from billing_migration import transform
-    from billing_migration.export import arrow_schema
+    from billing_migration.country import transform
+    from billing_migration.country.export import arrow_schema
 
     country = normalize_country(country)
     client = export.s3_client(cfg)

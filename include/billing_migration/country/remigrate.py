@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from billing_migration import connections, export, load, schema, transform
 from billing_migration.config import Config, normalize_country
+from billing_migration.country import export, load, transform
+from billing_migration.stores import connections, schema
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def remigrate_customers(cfg: Config, country: str, run_id: str, customer_ids: li
 
 
 def _exported_customers(cfg: Config, country: str, run_id: str, chunk: int) -> set[int]:
-    from billing_migration import s3io
+    from billing_migration.stores import s3io
 
     client = export.s3_client(cfg)
     t = s3io.get_parquet(client, cfg.s3_bucket, s3io.table_key(cfg, country, run_id, "customers", chunk),

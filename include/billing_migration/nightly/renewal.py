@@ -37,9 +37,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from billing_migration import connections, s3io, schema, snapshot
 from billing_migration.config import Config, normalize_country
-from billing_migration.snapshot import Routing
+from billing_migration.nightly import snapshot
+from billing_migration.nightly.snapshot import Routing
+from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
 

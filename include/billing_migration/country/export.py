@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from billing_migration import connections, s3io, schema
 from billing_migration.config import Config, normalize_country
+from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
 

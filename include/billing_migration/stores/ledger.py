@@ -20,8 +20,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_migration import connections
 from billing_migration.config import Config, normalize_country
+from billing_migration.stores import connections
 
 STATES = ("running", "succeeded", "failed", "skipped")
 DONE_STATES = frozenset({"succeeded", "skipped"})

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the report is the demo's output
     logging.basicConfig(level=logging.WARNING)
 
-    from billing_migration import bootstrap, connections, generator, report, s3io, write_gate
     from billing_migration.config import load_config, normalize_country
+    from billing_migration.country import report
+    from billing_migration.devtools import generator
+    from billing_migration.stores import bootstrap, connections, s3io, write_gate
 
     cfg = load_config()
     country = normalize_country(args.country)

@@ -35,9 +35,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_migration import connections
 from billing_migration.config import Config, normalize_country
-from billing_migration.schema import TABLES, Table
+from billing_migration.stores import connections
+from billing_migration.stores.schema import TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def trigger_sql(table: Table, op: str) -> str:
     return f"""CREATE OR REPLACE TRIGGER `{trigger_name(table.name, op)}` BEFORE {op} ON `{table.name}`
 FOR EACH ROW
 BEGIN
-  /* {TRIGGER_VERSION}: refuse billing writes of frozen countries (billing_migration.write_gate) */
+  /* {TRIGGER_VERSION}: refuse billing writes of frozen countries (billing_migration.stores.write_gate) */
   DECLARE v_frozen TINYINT DEFAULT NULL;
   DECLARE v_store VARCHAR(16) DEFAULT NULL;
   DECLARE v_run VARCHAR(250) DEFAULT NULL;

@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_migration import ledger, s3io, write_gate
 from billing_migration.config import Config
+from billing_migration.stores import ledger, s3io, write_gate
 
 STAGES = ("disable_writes", "plan", "export", "transform", "error_budget", "load_plans", "load", "compare",
           "enable_writes", "release_freeze")
@@ -106,7 +106,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write(cfg: Config, report: dict[str, Any]) -> str:
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     key = s3io.run_prefix(cfg, report["country"], report["run_id"]) + "report.json"
     s3io.put_json(connections.s3_client(cfg), cfg.s3_bucket, key, report)

@@ -44,8 +44,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from billing_migration import connections, pii, s3io, schema
+from billing_migration import pii
 from billing_migration.config import Config, normalize_country
+from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_migration import ledger, s3io, write_gate
 from billing_migration.config import Config, ConfigError, normalize_country
-from billing_migration.schema import ENTITY_TABLES
+from billing_migration.stores import ledger, s3io, write_gate
+from billing_migration.stores.schema import ENTITY_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def disable_writes(cfg: Config, p: RunParams, run_id: str) -> dict[str, Any]:
 
 def plan(cfg: Config, p: RunParams, run_id: str) -> list[dict[str, Any]]:
     """Reset the target if asked, export the plan catalogue, cut the country into chunks and lanes."""
-    from billing_migration import export, load
+    from billing_migration.country import export, load
 
     def _plan() -> dict[str, Any]:
         if p.reset != "none":
@@ -207,7 +207,7 @@ def _flatten(counts: dict[str, Any], prefix: str = "") -> dict[str, int]:
 
 
 def export_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
-    from billing_migration import export
+    from billing_migration.country import export
 
     def _one(chunk: dict[str, Any]) -> dict[str, Any]:
         manifest = export.export_chunk(cfg, p.country, run_id, chunk)
@@ -217,7 +217,7 @@ def export_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) ->
 
 
 def transform_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
-    from billing_migration import transform
+    from billing_migration.country import transform
 
     return run_lane(cfg, p, run_id, "transform", lane,
                     lambda c: transform.transform_chunk(cfg, p.country, run_id, c["chunk"]))
@@ -239,7 +239,7 @@ def check_error_budget(cfg: Config, p: RunParams, run_id: str, lane_results: lis
 
 
 def load_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
-    from billing_migration import load
+    from billing_migration.country import load
 
     if lane["lane"] == 0:
         step(cfg, p.country, run_id, "load_plans", lambda: load.load_plans(cfg, p.country, run_id))
@@ -250,7 +250,7 @@ def load_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> d
 
 def quarantined_keys(cfg: Config, country: str, run_id: str) -> set[tuple[str, int]]:
     """(table, key) of every record the transform rejected in this run: expected absent from the target."""
-    from billing_migration import connections
+    from billing_migration.stores import connections
 
     client = connections.s3_client(cfg)
     out: set[tuple[str, int]] = set()
@@ -263,7 +263,7 @@ def quarantined_keys(cfg: Config, country: str, run_id: str) -> set[tuple[str, i
 
 def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
     """Compare each chunk; re-migrate mismatching customers whole and compare again, up to compare_rounds."""
-    from billing_migration import compare, remigrate
+    from billing_migration.country import compare, remigrate
 
     quarantined = quarantined_keys(cfg, p.country, run_id)
 
@@ -328,7 +328,7 @@ def release_freeze(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
 
 def final_report(cfg: Config, country: str, run_id: str, task_states: dict[str, Any]) -> dict[str, Any]:
     """Write the report to S3 and the log; fail loudly (pointing at it) if any task of the run failed."""
-    from billing_migration import report
+    from billing_migration.country import report
 
     rep = report.build(cfg, country, run_id)
     rep["task_states"] = {k: v for k, v in sorted(task_states.items()) if k != "report"}

@@ -34,7 +34,7 @@ Valid but tricky (must migrate intact, byte for byte):
 
 Usage: `seed(cfg, customers, seed=42, countries=None, dirty_rate=0.0, as_of=date(2026, 11, 1),
 first_customer_id=1, replace=True) -> SeedResult`, `legacy_checksums(cfg)`, `database_size(cfg)`, or
-`python -m billing_migration.generator --customers 10000 --seed 42 --countries US=0.35,BR=0.2 --dirty-rate 0.01
+`python -m billing_migration.devtools.generator --customers 10000 --seed 42 --countries US=0.35,BR=0.2 --dirty-rate 0.01
 [--append --first-customer-id N] [--checksums] [--size]` (prints the SeedResult as JSON).
 
 Clean data also carries valid edge cases: NULL full_name (nullable), billing days 29/30/31 (renewal on the
@@ -59,8 +59,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import pandas as pd
 
-from billing_migration import connections, schema
 from billing_migration.config import Config, ConfigError, load_config, normalize_country
+from billing_migration.stores import connections, schema
 
 # ------------------------------------------------------------------------------------------ constants
 CHUNK_CUSTOMERS = 50_000  # fixed: part of the determinism contract (chunk i has its own generator)
@@ -884,7 +884,8 @@ def _parse_countries(text: str | None) -> dict[str, float] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m billing_migration.generator", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m billing_migration.devtools.generator",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--customers", type=int, required=True)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--countries", help="mix as CC=weight,... (default: skewed over migration.yaml countries)")

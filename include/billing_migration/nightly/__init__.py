@@ -1,0 +1,1 @@
+"""Nightly jobs: snapshots of both stores, reconciliation, the renewal crawl."""
