@@ -104,17 +104,13 @@ def server_versions(cfg) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ set-up
 def setup_namespace(cfg) -> None:
-    from billing_migration.stores import connections, schema
+    from billing_migration.stores import bootstrap, connections
 
     from bench import peers
 
-    with connections.mysql_conn("mysql_admin", cfg, database="", autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.mysql_database}` CHARACTER SET utf8mb4 "
-                    "COLLATE utf8mb4_bin")
-    with connections.mysql_conn("mysql_admin", cfg) as conn:
-        schema.apply_legacy_schema(conn)
+    bootstrap.ensure_legacy_database(cfg)
+    bootstrap.ensure_keyspace(cfg)
     with connections.cassandra_session(cfg, keyspace=False) as s:
-        schema.apply_cassandra_schema(s, cfg.cassandra_keyspace)
         s.execute(peers.peer_table_ddl(cfg.cassandra_keyspace), timeout=60)
 
 

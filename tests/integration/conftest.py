@@ -16,13 +16,9 @@ def stack_ready():
 @pytest.fixture(scope="session")
 def legacy_db(cfg):
     """This session's legacy database with the schema applied; dropped at session end."""
-    from billing_migration.stores import connections, schema
+    from billing_migration.stores import bootstrap, connections
 
-    with connections.mysql_conn("mysql_admin", cfg, database="", autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.mysql_database}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    with connections.mysql_conn("mysql_admin", cfg) as conn:
-        schema.apply_legacy_schema(conn)
+    bootstrap.ensure_legacy_database(cfg)
     yield cfg.mysql_database
     if cfg.namespace and not os.environ.get("BM_KEEP_TEST_DATA"):
         with connections.mysql_conn("mysql_admin", cfg, database="", autocommit=True) as conn, \
@@ -33,10 +29,9 @@ def legacy_db(cfg):
 @pytest.fixture(scope="session")
 def cassandra_ks(cfg):
     """This session's keyspace with the Cassandra model applied; dropped at session end."""
-    from billing_migration.stores import connections, schema
+    from billing_migration.stores import bootstrap, connections
 
-    with connections.cassandra_session(cfg, keyspace=False) as session:
-        schema.apply_cassandra_schema(session, cfg.cassandra_keyspace)
+    bootstrap.ensure_keyspace(cfg)
     yield cfg.cassandra_keyspace
     if cfg.namespace and not os.environ.get("BM_KEEP_TEST_DATA"):
         with connections.cassandra_session(cfg, keyspace=False) as session:

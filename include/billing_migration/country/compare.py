@@ -776,5 +776,5 @@ def write_mismatches(cfg: Config, country: str, run_id: str, round_no: int, resu
     if isinstance(round_no, bool) or not isinstance(round_no, int) or round_no < 0:
         raise CompareError(f"round_no must be a non-negative integer, got {round_no!r}")
     key = mismatch_key(cfg, country, run_id, round_no, chunk)
-    s3io.put_parquet(connections.s3_client(cfg), cfg.s3_bucket, key, mismatches_table(result))
+    s3io.put_parquet(s3io.client(cfg), cfg.s3_bucket, key, mismatches_table(result))
     return key

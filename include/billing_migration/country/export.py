@@ -8,53 +8,35 @@ Why it is built this way:
   gate. That needs a single connection, hence the default engine is mysqlclient with a server-side cursor
   (SSCursor); connectorx (`engine="connectorx"`, ~10x faster) opens its own connection per query and so
   cannot share the snapshot: only use it for a frozen country.
-- Streaming: rows arrive in batches of `batch_rows`, each batch becomes an Arrow record batch written to a
-  ParquetWriter on a temp file (one row group per batch), so memory is bounded by the batch, not the chunk.
+- Streaming: rows arrive in batches of `batch_rows`, each batch becomes an Arrow record batch written through
+  the shared writer (s3io.ParquetUpload, one row group per batch), so memory is bounded by the batch.
 - DATETIME/DATE/DECIMAL columns are selected as text (`CAST(col AS CHAR)`) and converted vectorised with an
-  explicit Arrow schema: exact decimals (never float) and zero/invalid dates that no driver can represent do
-  not crash the export; they become null plus the marker column `_zero_date_cols` ("col1,col2"), which the
-  transform rejects with a reason.
+  explicit Arrow schema (s3io.arrow_schema): exact decimals (never float) and zero/invalid dates that no
+  driver can represent do not crash the export; they become null plus the marker column `_zero_date_cols`
+  ("col1,col2"), which the transform rejects with a reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
-import tempfile
 import time
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from billing_migration.config import Config, normalize_country
 from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
 
-ZERO_DATE_COL = "_zero_date_cols"
 DEFAULT_BATCH_ROWS = 50_000
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "bigint": pa.int64(),
-    "int": pa.int64(),  # INT UNSIGNED can exceed int32; the transform range-checks for Cassandra int
-    "tinyint": pa.int16(),  # TINYINT UNSIGNED goes to 255
-    "text": pa.string(),
-    "decimal": pa.decimal128(schema.DECIMAL_PRECISION, schema.DECIMAL_SCALE),
-    "timestamp": pa.timestamp("ms", tz="UTC"),
-    "date": pa.date32(),
-}
+# The export files' Arrow schema and the S3 client live in stores.s3io; these names stay for callers.
+ZERO_DATE_COL = s3io.ZERO_DATE_COL
+ARROW_TYPES = s3io.ARROW_TYPES
+arrow_schema = s3io.arrow_schema
+s3_client = s3io.client
 _AS_TEXT = ("decimal", "timestamp", "date")  # selected as CAST(... AS CHAR), converted in Arrow
-
-
-def arrow_schema(table: schema.Table) -> pa.Schema:
-    """The explicit Parquet schema of an exported table (plus the zero-date marker when it has dates)."""
-    fields = [pa.field(c.name, ARROW_TYPES[c.kind], nullable=True) for c in table.columns]
-    if _date_columns(table):
-        fields.append(pa.field(ZERO_DATE_COL, pa.string(), nullable=True))
-    return pa.schema(fields)
 
 
 def _date_columns(table: schema.Table) -> list[schema.Column]:
@@ -69,17 +51,6 @@ def _select_list(table: schema.Table, alias: str) -> str:
         else:
             out.append(f"{alias}.`{c.name}`")
     return ", ".join(out)
-
-
-_S3_CLIENTS: dict[str, Any] = {}
-
-
-def s3_client(cfg: Config):
-    """One boto3 client per S3 connection and process (building one through the hook costs ~1 s)."""
-    conn_id = cfg.connections["s3"]
-    if conn_id not in _S3_CLIENTS:
-        _S3_CLIENTS[conn_id] = connections.s3_client(cfg)
-    return _S3_CLIENTS[conn_id]
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -173,14 +144,12 @@ def _chunk_params(table: schema.Table, country: str, lo: int, hi: int,
 
 
 class _TableWriter:
-    """Streams record batches to a temp Parquet file; tracks rows, key range; sha256 over the file bytes."""
+    """One exported table file: the shared Parquet writer plus what the manifest records (rows, batches,
+    key range, sha256 of the file bytes)."""
 
     def __init__(self, table: schema.Table) -> None:
         self.table = table
-        fd, self.path = tempfile.mkstemp(suffix=".parquet", dir=os.environ.get("BM_TMP_DIR"))
-        os.close(fd)
-        self.writer = pq.ParquetWriter(self.path, arrow_schema(table), compression="zstd")
-        self.rows = 0
+        self.upload = s3io.ParquetUpload(arrow_schema(table))
         self.batches = 0
         self.min_key: int | None = None
         self.max_key: int | None = None
@@ -188,35 +157,17 @@ class _TableWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
-        keys = batch.column(self.table.key)
-        mm = pc.min_max(keys)
+        mm = pc.min_max(batch.column(self.table.key))
         lo, hi = mm["min"].as_py(), mm["max"].as_py()
         self.min_key = lo if self.min_key is None else min(self.min_key, lo)
         self.max_key = hi if self.max_key is None else max(self.max_key, hi)
-        self.writer.write_batch(batch)
-        self.rows += batch.num_rows
+        self.upload.write(batch)
         self.batches += 1
 
-    def abort(self) -> None:
-        """Drop the temp file of a failed export (nothing was uploaded)."""
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
     def finish(self, client, bucket: str, key: str) -> dict[str, Any]:
-        try:
-            self.writer.close()
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            size = os.path.getsize(self.path)
-            client.upload_file(self.path, bucket, key)
-        finally:
-            os.unlink(self.path)
-        return {"key": key, "rows": self.rows, "batches": self.batches, "key_column": self.table.key,
-                "min_key": self.min_key, "max_key": self.max_key, "sha256": digest.hexdigest(), "bytes": size}
+        obj = self.upload.finish(client, bucket, key)
+        return {"key": key, "rows": obj.rows, "batches": self.batches, "key_column": self.table.key,
+                "min_key": self.min_key, "max_key": self.max_key, "sha256": obj.sha256, "bytes": obj.bytes}
 
 
 def _stream_mysqlclient(cur, table: schema.Table, sql: str, params: list[Any], batch_rows: int):
@@ -250,12 +201,9 @@ def _stream_connectorx(cfg: Config, table: schema.Table, sql: str, params: list[
 def _write_table(client, bucket: str, key: str, table: schema.Table, batches) -> dict[str, Any]:
     """Stream `batches` into one Parquet file and upload it; a failure leaves nothing behind."""
     w = _TableWriter(table)
-    try:
+    with w.upload:  # an exception drops the temp file
         for batch in batches:
             w.write(batch)
-    except BaseException:
-        w.abort()
-        raise
     return w.finish(client, bucket, key)
 
 
@@ -268,7 +216,7 @@ def _ss_batches(conn, table: schema.Table, sql: str, params: list[Any], batch_ro
 
 def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
                    engine: str) -> dict[str, dict[str, Any]]:
-    client = s3_client(cfg)
+    client = s3io.client(cfg)
     out: dict[str, dict[str, Any]] = {}
     if engine == "connectorx":
         for table, sql, params, key in tables:
@@ -320,7 +268,7 @@ def export_chunk(cfg: Config, country: str, run_id: str, chunk: dict[str, int],
         "batch_rows": batch_rows, "tables": tables, "rows": rows, "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None,
     }
-    s3io.put_json(s3_client(cfg), cfg.s3_bucket,
+    s3io.put_json(s3io.client(cfg), cfg.s3_bucket,
                   s3io.stage_key(cfg, country, run_id, "manifest", n, "json"), manifest)
     log.info("export %s chunk %d [%d..%d]: %d customers, %d rows in %.2fs (%s)", country, n, lo, hi,
              manifest["customers"], rows, seconds, engine)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from billing_migration.config import Config, normalize_country
 from billing_migration.stores import connections, s3io, schema
@@ -41,7 +40,6 @@ STORES = ("mysql", "cassandra")
 SNAPSHOT_TABLES: tuple[schema.Table, ...] = schema.TABLES  # plans + every per-customer table
 CUSTOMER_TABLES = schema.CUSTOMER_TABLES
 ROW_GROUP_ROWS = 20_000
-PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
 
 ARROW_TYPES = {
     "bigint": pa.int64(), "int": pa.int64(), "tinyint": pa.int64(), "text": pa.string(),
@@ -118,15 +116,14 @@ def read_routing(cfg: Config) -> dict[str, Routing]:
 
 # ------------------------------------------------------------------------------------------- writers
 class _PartWriter:
-    """Streams record batches of one table into a local Parquet file, then uploads it whole."""
+    """Buffers rows (dicts) of one table into columns and streams them, ROW_GROUP_ROWS at a time, through
+    the shared Parquet writer (s3io.ParquetUpload) in the snapshot schema."""
 
     def __init__(self, table: schema.Table, tmpdir: str) -> None:
         self.table = table
         self.schema = arrow_schema(table)
         self.cols: dict[str, list[Any]] = {n: [] for n in self.schema.names}
-        self.path = os.path.join(tmpdir, f"{table.name}.parquet")
-        self.writer = pq.ParquetWriter(self.path, self.schema, **PARQUET_OPTS)
-        self.rows = 0
+        self.upload = s3io.ParquetUpload(self.schema, row_group_size=ROW_GROUP_ROWS, tmpdir=tmpdir)
 
     def add(self, row: dict[str, Any]) -> None:
         for name, values in self.cols.items():
@@ -135,23 +132,19 @@ class _PartWriter:
             self.flush()
 
     def flush(self) -> None:
-        n = len(self.cols[self.schema.names[0]])
-        if not n:
+        if not self.cols[self.schema.names[0]]:
             return
         try:
             arrays = [pa.array(self.cols[f.name], type=f.type) for f in self.schema]
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise SnapshotError(f"table {self.table.name}: value does not fit the snapshot schema: {exc}") from exc
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=ROW_GROUP_ROWS)
-        self.rows += n
+        self.upload.write(pa.Table.from_arrays(arrays, schema=self.schema))
         for values in self.cols.values():
             values.clear()
 
     def finish(self, client, bucket: str, key: str) -> int:
         self.flush()
-        self.writer.close()
-        client.upload_file(self.path, bucket, key)
-        return self.rows
+        return self.upload.finish(client, bucket, key).rows
 
 
 # ------------------------------------------------------------------------------------------- Cassandra
@@ -221,7 +214,7 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
     from cassandra.query import tuple_factory
 
     wanted = {normalize_country(c) for c in countries}
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     t0 = time.monotonic()
     scanned = 0
     skipped_other = 0
@@ -281,7 +274,7 @@ def read_cassandra_plans(cfg: Config, country: str, session=None) -> pa.Table:
 
 def snapshot_cassandra_plans(cfg: Config, day: dt.date | str, country: str, client=None, session=None) -> int:
     """The country's plan catalogue as table=plans/part-0 of the Cassandra snapshot."""
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     table = read_cassandra_plans(cfg, country, session)
     s3io.put_parquet(client, cfg.s3_bucket, snapshot_key(cfg, day, "cassandra", normalize_country(country),
                                                          "plans", 0), table)
@@ -318,7 +311,7 @@ def snapshot_mysql(cfg: Config, day: dt.date | str, country: str, chunk_customer
                    client=None) -> dict[str, int]:
     """All tables of one country from legacy MySQL (read-only role, one consistent snapshot, keyset chunks)."""
     country = normalize_country(country)
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp, \
             connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
@@ -346,7 +339,7 @@ def snapshot_mysql(cfg: Config, day: dt.date | str, country: str, chunk_customer
 def read_snapshot(cfg: Config, day: dt.date | str, store: str, country: str, table: str,
                   client=None) -> pa.Table:
     """Every part of one (store, country, table) concatenated; an empty table if none was written."""
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     prefix = f"{snapshot_prefix(cfg, day, store, country)}table={table}/"
     parts = [k for k in s3io.list_keys(client, cfg.s3_bucket, prefix) if k.endswith(".parquet")]
     sch = arrow_schema(schema.TABLES_BY_NAME[table])
@@ -359,7 +352,7 @@ def read_snapshot(cfg: Config, day: dt.date | str, store: str, country: str, tab
 def download_parts(cfg: Config, day: dt.date | str, store: str, country: str, table: str, dest: str,
                    client=None) -> list[str]:
     """Local copies of one (store, country, table)'s parts, for DuckDB to stream (never all in memory)."""
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     out = []
     os.makedirs(os.path.join(dest, table), exist_ok=True)
     for key in list_parts(cfg, day, store, country, table, client):
@@ -370,7 +363,7 @@ def download_parts(cfg: Config, day: dt.date | str, store: str, country: str, ta
 
 
 def list_parts(cfg: Config, day: dt.date | str, store: str, country: str, table: str, client=None) -> list[str]:
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     prefix = f"{snapshot_prefix(cfg, day, store, country)}table={table}/"
     return [k for k in s3io.list_keys(client, cfg.s3_bucket, prefix) if k.endswith(".parquet")]
 
@@ -386,7 +379,7 @@ def plan_night(cfg: Config, day: dt.date | str, countries: list[str] | None = No
     routing = read_routing(cfg)
     chosen = [routing[cc] for cc in sorted(routing) if not wanted or cc in wanted]
     reconcile = [r.as_dict() for r in chosen if r.in_scope]
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     s3io.delete_prefix(client, cfg.s3_bucket, snapshot_prefix(cfg, day))
     return {
         "date": _day(day),

@@ -10,23 +10,66 @@ Layout (under the namespace prefix):
   nightly/... (see the nightly modules)
 
 An S3 PUT is atomic per object, so a rerun of the same run id replaces a chunk's files whole.
+
+Every Parquet object of the package is written by ParquetUpload (put_parquet for a table already in memory):
+one typed schema per file, zstd, batches streamed to a local temp file (memory bounded by a batch), then one
+upload (multipart for large files, still atomic: readers see the old object or the new one, never half).
+The S3 client is `client(cfg)`: one per connection and process, shared by every module.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from billing_migration.config import Config
+from billing_migration.stores import connections, schema
+
+PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
+_CLIENTS: dict[str, Any] = {}
 
 
+def client(cfg: Config):
+    """One boto3 client per S3 connection and process (building one through the hook is slow)."""
+    conn_id = cfg.connections["s3"]
+    if conn_id not in _CLIENTS:
+        _CLIENTS[conn_id] = connections.s3_client(cfg)
+    return _CLIENTS[conn_id]
+
+
+# ------------------------------------------------------------------------------------------ export files
+ZERO_DATE_COL = "_zero_date_cols"  # "col1,col2": the dates of this row that were zero/invalid in MySQL
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "bigint": pa.int64(),
+    "int": pa.int64(),  # INT UNSIGNED can exceed int32; the transform range-checks for Cassandra int
+    "tinyint": pa.int16(),  # TINYINT UNSIGNED goes to 255
+    "text": pa.string(),
+    "decimal": pa.decimal128(schema.DECIMAL_PRECISION, schema.DECIMAL_SCALE),
+    "timestamp": pa.timestamp("ms", tz="UTC"),
+    "date": pa.date32(),
+}
+
+
+def arrow_schema(table: schema.Table) -> pa.Schema:
+    """The explicit schema of an exported table's files (plus the zero-date marker when it has dates):
+    written by the export, read by the transform and the load."""
+    fields = [pa.field(c.name, ARROW_TYPES[c.kind], nullable=True) for c in table.columns]
+    if any(c.kind in ("timestamp", "date") for c in table.columns):
+        fields.append(pa.field(ZERO_DATE_COL, pa.string(), nullable=True))
+    return pa.schema(fields)
+
+
+# ------------------------------------------------------------------------------------------ layout
 def run_key(run_id: str) -> str:
     """An Airflow run id made safe for S3 keys (`:` and `+` become `_`)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
@@ -48,13 +91,76 @@ def stage_key(cfg: Config, country: str, run_id: str, stage: str, chunk: int, ex
     return f"{run_prefix(cfg, country, run_id)}{stage}/{part_name(chunk)}.{ext}"
 
 
-def put_parquet(client, bucket: str, key: str, table: pa.Table, compression: str = "zstd") -> int:
-    """Write a Parquet object; spooled through a temp file so large tables use multipart upload."""
-    with tempfile.NamedTemporaryFile(suffix=".parquet", dir=os.environ.get("BM_TMP_DIR")) as tmp:
-        pq.write_table(table, tmp.name, compression=compression)
-        size = os.path.getsize(tmp.name)
-        client.upload_file(tmp.name, bucket, key)
-    return size
+@dataclass(frozen=True)
+class ParquetObject:
+    """What ParquetUpload wrote: the key, its rows and bytes, and the sha256 of the file's bytes."""
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class ParquetUpload:
+    """The package's one Parquet writer: batches of a fixed schema -> local temp file -> one S3 object.
+
+    Use as a context manager (an exception drops the temp file, nothing is uploaded) or call abort().
+    `row_group_size` caps the rows of a row group (default: one row group per written batch); `tmpdir`
+    holds the temp file (default BM_TMP_DIR or the system's).
+    """
+
+    def __init__(self, schema: pa.Schema, row_group_size: int | None = None, tmpdir: str | None = None) -> None:
+        self.schema = schema
+        self.row_group_size = row_group_size
+        fd, self.path = tempfile.mkstemp(suffix=".parquet", dir=tmpdir or os.environ.get("BM_TMP_DIR"))
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self.path, schema, **PARQUET_OPTS)
+        self.rows = 0
+
+    def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        if isinstance(data, pa.RecordBatch):
+            self._writer.write_batch(data, row_group_size=self.row_group_size)
+        else:
+            self._writer.write_table(data, row_group_size=self.row_group_size)
+        self.rows += data.num_rows
+
+    def abort(self) -> None:
+        """Drop the temp file (nothing was uploaded)."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def finish(self, s3, bucket: str, key: str) -> ParquetObject:
+        """Close the file, upload it whole to `key`, remove the temp file."""
+        try:
+            self._writer.close()
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            size = os.path.getsize(self.path)
+            s3.upload_file(self.path, bucket, key)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        return ParquetObject(key, self.rows, size, digest.hexdigest())
+
+    def __enter__(self) -> ParquetUpload:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def put_parquet(s3, bucket: str, key: str, table: pa.Table) -> int:
+    """Write an in-memory table as one Parquet object (through ParquetUpload); returns its size in bytes."""
+    with ParquetUpload(table.schema) as up:
+        up.write(table)
+        return up.finish(s3, bucket, key).bytes
 
 
 def get_parquet(client, bucket: str, key: str, columns: list[str] | None = None) -> pa.Table:
