@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from billing_migration.config import Config, ConfigError, load_config, normalize_country
-from billing_migration.stores import connections, schema
+from billing_migration.stores import bootstrap, connections, schema
 
 # ------------------------------------------------------------------------------------------ constants
 CHUNK_CUSTOMERS = 50_000  # fixed: part of the determinism contract (chunk i has its own generator)
@@ -277,23 +277,130 @@ def _pick(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
     return rng.random(n) < p
 
 
+@dataclass(frozen=True)
+class _Ctx:
+    """What every stage of a chunk needs: its generator, size, the as-of day and the plan prices."""
+
+    rng: np.random.Generator
+    n: int
+    A: int  # as-of epoch day
+    a_ms: int  # as-of epoch ms
+    ids: dict[str, int]  # first id of each table in this chunk
+    plan_price: np.ndarray
+    plan_tax: np.ndarray
+    plan_cur: np.ndarray
+
+
+@dataclass
+class _Cust:
+    cid: np.ndarray
+    cpos: np.ndarray  # position of the customer's country in PRICING (plan_id base)
+    country: np.ndarray
+    currency: np.ndarray
+    signup_at: np.ndarray
+    tod: np.ndarray
+    m0: np.ndarray
+    billing_day: np.ndarray
+    full_name: np.ndarray
+    email: np.ndarray
+    subscribed: np.ndarray
+    method: np.ndarray
+    token: np.ndarray
+
+
+@dataclass
+class _Subs:
+    sc: np.ndarray  # customer index of each subscription
+    sub_id: np.ndarray
+    s_m0: np.ndarray
+    s_bd: np.ndarray
+    s_tod: np.ndarray
+    status: np.ndarray
+    n_inv: np.ndarray
+    vol: np.ndarray
+    invol: np.ndarray
+    hold: np.ndarray
+    tier0: np.ndarray
+    tier1: np.ndarray
+    change: np.ndarray
+    change_at_k: np.ndarray
+    pbase: np.ndarray
+    credit: np.ndarray
+    credit_after_k: np.ndarray
+    gift: np.ndarray
+
+
+@dataclass
+class _Inv:
+    seg: np.ndarray  # subscription index of each invoice
+    k: np.ndarray  # period number within its subscription
+    inv_id: np.ndarray
+    p_start: np.ndarray
+    p_end: np.ndarray
+    created: np.ndarray
+    amount: np.ndarray
+    tax: np.ndarray
+    cur: np.ndarray
+    grant: np.ndarray  # per subscription: credit granted
+    applied: np.ndarray
+    remainder: np.ndarray
+    scen: np.ndarray  # payment scenario: 0 none, 1 paid, 2 decline+retry, 3 refund, 4 chargeback, 5 hold, 6 invol
+    n_pay: np.ndarray
+    status: np.ndarray
+
+
+@dataclass
+class _Pay:
+    pseg: np.ndarray  # invoice index of each payment
+    pay_id: np.ndarray
+    processed: np.ndarray
+    status: np.ndarray
+    pc: np.ndarray  # customer index of each payment
+
+
+@dataclass
+class _Book:
+    inv_updated: np.ndarray
+    cancelled_at: np.ndarray
+    next_billing: np.ndarray
+    changed_at: np.ndarray
+    sub_updated: np.ndarray
+    cust_status: np.ndarray
+    cust_updated: np.ndarray
+
+
 def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, float], plans: pd.DataFrame,
            dirty_rate: float, as_of: date, ids: dict[str, int], force_each_kind: bool) -> Generated:
+    """One chunk of customers and everything they own. The stages draw from `rng` in a fixed order (the
+    determinism contract): customers, subscriptions, invoices, payments, bookkeeping, balance, dirty rows."""
     A = _epoch_day(as_of)
-    a_ms = A * DAY_MS
+    ctx = _Ctx(rng, n, A, A * DAY_MS, ids, plans["price"].to_numpy(), plans["tax"].to_numpy(),
+               plans["currency"].to_numpy(dtype=object))
+    c = _gen_customers(ctx, first_cid, mix)
+    s = _gen_subscriptions(ctx, c)
+    inv = _gen_invoices(ctx, s)
+    pay = _gen_payments(ctx, s, inv)
+    book = _gen_bookkeeping(ctx, c, s, inv, pay)
+    tables = _frames(ctx, c, s, inv, pay, book)
+    dirty = _make_dirty(rng, tables, dirty_rate, force_each_kind)
+    ns = len(s.sc)
+    next_ids = {"subscriptions": ids["subscriptions"] + ns,
+                "plan_changes": ids["plan_changes"] + len(tables["plan_changes"]),
+                "invoices": ids["invoices"] + len(tables["invoices"]), "payments": ids["payments"] + len(pay.pseg),
+                "balance_transactions": ids["balance_transactions"] + len(tables["balance_transactions"])}
+    return Generated(tables, dirty, next_ids)
+
+
+def _gen_customers(ctx: _Ctx, first_cid: int, mix: dict[str, float]) -> _Cust:
+    rng, n = ctx.rng, ctx.n
     codes = list(mix)
     country_pos = np.array([list(PRICING).index(c) for c in codes])
-    plan_price = plans["price"].to_numpy()
-    plan_tax = plans["tax"].to_numpy()
-    plan_cur = plans["currency"].to_numpy(dtype=object)
-
-    # ---------------------------------------------------------------- customers
     cid = np.arange(first_cid, first_cid + n, dtype=np.int64)
     cix = rng.choice(len(codes), size=n, p=np.array(list(mix.values())))
-    cpos = country_pos[cix]  # position in PRICING (plan_id base)
+    cpos = country_pos[cix]
     country = np.array(codes, dtype=object)[cix]
-    currency = plan_cur[cpos * 3]
-    signup_day = A - rng.integers(1, 1096, size=n)
+    currency = ctx.plan_cur[cpos * 3]
+    signup_day = ctx.A - rng.integers(1, 1096, size=n)
     tod = rng.integers(0, 20 * 3_600_000, size=n)  # renewal batch time of day: 00:00-20:00 UTC
     signup_at = signup_day * DAY_MS + tod
     m0, billing_day = _ymd(signup_day)
@@ -307,11 +414,17 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     method = METHODS[rng.choice(4, size=n, p=METHOD_P)]
     last4 = _digits4(rng, n)
     token = np.strings.add(_token_prefix(method), last4).astype(object)
+    return _Cust(cid, cpos, country, currency, signup_at, tod, m0, billing_day, full_name, email, subscribed,
+                 method, token)
 
-    # ---------------------------------------------------------------- subscriptions
-    sc = np.flatnonzero(subscribed)  # customer index of each subscription
+
+def _gen_subscriptions(ctx: _Ctx, c: _Cust) -> _Subs:
+    """Renewals up to as_of, cancellations (voluntary, involuntary after failed retries), holds, plan
+    changes and credit grants per subscription."""
+    rng, A = ctx.rng, ctx.A
+    sc = np.flatnonzero(c.subscribed)
     ns = len(sc)
-    s_m0, s_bd, s_tod = m0[sc], billing_day[sc], tod[sc]
+    s_m0, s_bd, s_tod = c.m0[sc], c.billing_day[sc], c.tod[sc]
     a_month, _ = _ymd(np.array([A]))
     k_all = (a_month[0] - s_m0) + (billing_date(a_month.repeat(ns), s_bd) < A)  # renewals before as_of
     r = rng.random(ns)
@@ -329,41 +442,45 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     last_bd = billing_date(s_m0 + n_inv - 1, s_bd)
     hold = (status == "active") & (last_bd + 14 > A) & _pick(rng, ns, P_ON_HOLD)
     status[hold] = "on_hold"
-    s_plan_tier0 = rng.choice(3, size=ns, p=(0.3, 0.45, 0.25))
+    tier0 = rng.choice(3, size=ns, p=(0.3, 0.45, 0.25))
     change = (n_inv >= 2) & _pick(rng, ns, P_PLAN_CHANGE)
     change_at_k = 1 + (rng.random(ns) * np.maximum(n_inv - 1, 1)).astype(np.int64)  # first period on new plan
-    s_plan_tier1 = np.where(change, (s_plan_tier0 + rng.integers(1, 3, size=ns)) % 3, s_plan_tier0)
-    s_pbase = cpos[sc] * 3 + 1
+    tier1 = np.where(change, (tier0 + rng.integers(1, 3, size=ns)) % 3, tier0)
+    pbase = c.cpos[sc] * 3 + 1
     credit = (status != "on_hold") & ~invol & (n_inv >= 2) & _pick(rng, ns, P_CREDIT)
     credit_after_k = (rng.random(ns) * np.maximum(n_inv - 1, 1)).astype(np.int64)  # granted in this period
     gift = credit & _pick(rng, ns, 0.6)
+    sub_id = ctx.ids["subscriptions"] + np.arange(ns, dtype=np.int64)
+    return _Subs(sc, sub_id, s_m0, s_bd, s_tod, status, n_inv, vol, invol, hold, tier0, tier1, change,
+                 change_at_k, pbase, credit, credit_after_k, gift)
 
-    sub_id = ids["subscriptions"] + np.arange(ns, dtype=np.int64)
 
-    # ---------------------------------------------------------------- invoices
-    seg, k = _seg_index(n_inv)
+def _gen_invoices(ctx: _Ctx, s: _Subs) -> _Inv:
+    """One invoice per renewal, priced by the plan of its period, credits spent in order, and the payment
+    scenario of each invoice."""
+    rng, a_ms = ctx.rng, ctx.a_ms
+    seg, k = _seg_index(s.n_inv)
     ni = len(seg)
-    inv_id = ids["invoices"] + np.arange(ni, dtype=np.int64)
-    i_bd = s_bd[seg]
-    p_start = billing_date(s_m0[seg] + k, i_bd)
-    p_end = billing_date(s_m0[seg] + k + 1, i_bd) - 1
-    created = p_start * DAY_MS + s_tod[seg] + np.where(k == 0, rng.integers(1_000, 60_000, size=ni), 0)
-    tier = np.where(change[seg] & (k >= change_at_k[seg]), s_plan_tier1[seg], s_plan_tier0[seg])
-    i_plan = s_pbase[seg] + tier
-    amount = plan_price[i_plan - 1]
-    tax = plan_tax[i_plan - 1]
+    inv_id = ctx.ids["invoices"] + np.arange(ni, dtype=np.int64)
+    i_bd = s.s_bd[seg]
+    p_start = billing_date(s.s_m0[seg] + k, i_bd)
+    p_end = billing_date(s.s_m0[seg] + k + 1, i_bd) - 1
+    created = p_start * DAY_MS + s.s_tod[seg] + np.where(k == 0, rng.integers(1_000, 60_000, size=ni), 0)
+    tier = np.where(s.change[seg] & (k >= s.change_at_k[seg]), s.tier1[seg], s.tier0[seg])
+    i_plan = s.pbase[seg] + tier
+    amount = ctx.plan_price[i_plan - 1]
+    tax = ctx.plan_tax[i_plan - 1]
     total = amount + tax
-    i_cur = plan_cur[i_plan - 1]
+    i_cur = ctx.plan_cur[i_plan - 1]
     # credits: one grant per credit subscription, spent on the following invoices in order
-    std_total = plan_price[s_pbase] + plan_tax[s_pbase]  # Standard plan (tier 1) total
-    grant = np.where(gift, std_total * rng.integers(1, 4, size=ns), std_total) * credit
-    eligible = credit[seg] & (k > credit_after_k[seg])
+    std_total = ctx.plan_price[s.pbase] + ctx.plan_tax[s.pbase]  # Standard plan (tier 1) total
+    grant = np.where(s.gift, std_total * rng.integers(1, 4, size=len(s.sc)), std_total) * s.credit
+    eligible = s.credit[seg] & (k > s.credit_after_k[seg])
     spend = np.where(eligible, total, 0)
     before = pd.Series(spend).groupby(seg).cumsum().to_numpy() - spend
     applied = np.where(eligible, np.clip(grant[seg] - before, 0, total), 0)
     remainder = total - applied
-    is_last = k == n_inv[seg] - 1
-    # payment scenario per invoice
+    is_last = k == s.n_inv[seg] - 1
     u = rng.random(ni)
     scen = np.ones(ni, dtype=np.int64)
     scen[(u < P_DECLINE_RETRY) & (created < a_ms - 6 * DAY_MS)] = 2
@@ -371,109 +488,124 @@ def _chunk(rng: np.random.Generator, n: int, first_cid: int, mix: dict[str, floa
     lo = P_DECLINE_RETRY + P_REFUND
     scen[(u >= lo) & (u < lo + P_CHARGEBACK) & (created < a_ms - 61 * DAY_MS)] = 4
     scen[applied > 0] = 1
-    scen[is_last & hold[seg]] = 5
-    scen[is_last & invol[seg]] = 6
+    scen[is_last & s.hold[seg]] = 5
+    scen[is_last & s.invol[seg]] = 6
     scen[remainder == 0] = 0
     n_fail_hold = 1 + (created + 3 * DAY_MS < a_ms) + (created + 7 * DAY_MS < a_ms)
     n_pay = np.select([scen == 0, scen == 1, scen == 5, scen == 6], [0, 1, n_fail_hold, 3], 2)
-    inv_status = np.select([scen == 3, scen == 4, scen >= 5], ["refunded", "charged_back", "declined"],
-                           "paid").astype(object)
+    status = np.select([scen == 3, scen == 4, scen >= 5], ["refunded", "charged_back", "declined"],
+                       "paid").astype(object)
+    return _Inv(seg, k, inv_id, p_start, p_end, created, amount, tax, i_cur, grant, applied, remainder, scen,
+                n_pay, status)
 
-    # ---------------------------------------------------------------- payments
-    pseg, att = _seg_index(n_pay)
+
+def _gen_payments(ctx: _Ctx, s: _Subs, inv: _Inv) -> _Pay:
+    """The attempts of each invoice's scenario (declines, retries, refunds, chargebacks)."""
+    rng = ctx.rng
+    pseg, att = _seg_index(inv.n_pay)
     npay = len(pseg)
-    pay_id = ids["payments"] + np.arange(npay, dtype=np.int64)
-    ps = scen[pseg]
+    pay_id = ctx.ids["payments"] + np.arange(npay, dtype=np.int64)
+    ps = inv.scen[pseg]
     jitter = rng.integers(1_000, 120_000, size=npay)
     later = np.select(
         [ps == 2, ps == 3, ps == 4, ps >= 5],
         [rng.integers(1, 6, size=npay), rng.integers(1, 11, size=npay), rng.integers(20, 61, size=npay),
          np.where(att == 1, 3, 7)], 0)
-    processed = created[pseg] + np.where(att > 0, later * DAY_MS, 0) + jitter
-    pay_status = np.select(
+    processed = inv.created[pseg] + np.where(att > 0, later * DAY_MS, 0) + jitter
+    status = np.select(
         [ps >= 5, (ps == 2) & (att == 0), (ps == 3) & (att == 1), (ps == 4) & (att == 1)],
         ["failed", "failed", "refunded", "charged_back"], "succeeded").astype(object)
-    pc = sc[seg[pseg]]  # customer index per payment
+    return _Pay(pseg, pay_id, processed, status, s.sc[inv.seg[pseg]])
 
-    # ---------------------------------------------------------------- subscription bookkeeping
-    inv_last_ts = pd.Series(processed).groupby(pseg).max().reindex(range(ni)).to_numpy()
-    inv_updated = np.where(np.isnan(inv_last_ts), created + 1, np.nan_to_num(inv_last_ts)).astype(np.int64)
-    last_created = created[np.cumsum(n_inv) - 1]
-    limit = np.minimum(billing_date(s_m0 + n_inv, s_bd), A) * DAY_MS
+
+def _gen_bookkeeping(ctx: _Ctx, c: _Cust, s: _Subs, inv: _Inv, pay: _Pay) -> _Book:
+    """Timestamps that follow from the events: updated_at of every row, cancellation and plan change times."""
+    rng, A = ctx.rng, ctx.A
+    ns, ni = len(s.sc), len(inv.seg)
+    inv_last_ts = pd.Series(pay.processed).groupby(pay.pseg).max().reindex(range(ni)).to_numpy()
+    inv_updated = np.where(np.isnan(inv_last_ts), inv.created + 1, np.nan_to_num(inv_last_ts)).astype(np.int64)
+    last_created = inv.created[np.cumsum(s.n_inv) - 1]
+    limit = np.minimum(billing_date(s.s_m0 + s.n_inv, s.s_bd), A) * DAY_MS
     cancelled_at = np.full(ns, NULL_INT, dtype=np.int64)
     vol_at = last_created + 3_600_000 + (rng.random(ns) * (limit - last_created - 3_600_001)).astype(np.int64)
-    cancelled_at[vol] = vol_at[vol]
-    cancelled_at[invol] = last_created[invol] + 14 * DAY_MS
-    next_billing = np.where(status == "cancelled", NULL_INT, billing_date(s_m0 + n_inv, s_bd))
+    cancelled_at[s.vol] = vol_at[s.vol]
+    cancelled_at[s.invol] = last_created[s.invol] + 14 * DAY_MS
+    next_billing = np.where(s.status == "cancelled", NULL_INT, billing_date(s.s_m0 + s.n_inv, s.s_bd))
     # changed during the period before the first one on the new plan (change_at_k - 1 < n_inv always)
-    chg_lo = np.where(change, created[np.cumsum(n_inv) - n_inv + change_at_k - 1], 0)
+    chg_lo = np.where(s.change, inv.created[np.cumsum(s.n_inv) - s.n_inv + s.change_at_k - 1], 0)
     changed_at = chg_lo + 3_600_000 + (rng.random(ns) * (20 * DAY_MS)).astype(np.int64)
-    sub_last_inv_upd = pd.Series(inv_updated).groupby(seg).max().to_numpy() if ni else np.zeros(0, np.int64)
-    sub_updated = np.maximum.reduce([signup_at[sc], sub_last_inv_upd, np.where(change, changed_at, 0),
+    sub_last_inv_upd = (pd.Series(inv_updated).groupby(inv.seg).max().to_numpy() if ni
+                        else np.zeros(0, np.int64))
+    sub_updated = np.maximum.reduce([c.signup_at[s.sc], sub_last_inv_upd, np.where(s.change, changed_at, 0),
                                      cancelled_at])
-    cust_status = np.full(n, "never_subscribed", dtype=object)
-    cust_status[sc] = status
-    cust_updated = signup_at.copy()
-    cust_updated[sc] = sub_updated
+    cust_status = np.full(ctx.n, "never_subscribed", dtype=object)
+    cust_status[s.sc] = s.status
+    cust_updated = c.signup_at.copy()
+    cust_updated[s.sc] = sub_updated
+    return _Book(inv_updated, cancelled_at, next_billing, changed_at, sub_updated, cust_status, cust_updated)
 
-    # ---------------------------------------------------------------- balance transactions
-    cs = np.flatnonzero(credit)
-    first_inv = np.cumsum(n_inv) - n_inv
-    g_lo = created[first_inv[cs] + credit_after_k[cs]]
-    g_hi = created[first_inv[cs] + credit_after_k[cs] + 1]
+
+def _gen_balance(ctx: _Ctx, c: _Cust, s: _Subs, inv: _Inv) -> pd.DataFrame:
+    """Credit grants (gift card or promo) and their spending on invoices, in time order per customer."""
+    rng = ctx.rng
+    cs = np.flatnonzero(s.credit)
+    first_inv = np.cumsum(s.n_inv) - s.n_inv
+    g_lo = inv.created[first_inv[cs] + s.credit_after_k[cs]]
+    g_hi = inv.created[first_inv[cs] + s.credit_after_k[cs] + 1]
     grant_at = g_lo + 3_600_000 + (rng.random(len(cs)) * (g_hi - g_lo - 7_200_000)).astype(np.int64)
-    ai = np.flatnonzero(applied > 0)
-    b_sub = np.concatenate([cs, seg[ai]])
-    b_at = np.concatenate([grant_at, created[ai] + 1])
-    b_amount = np.concatenate([grant[cs], -applied[ai]])
-    b_kind = np.concatenate([np.where(gift[cs], "gift_card_redemption", "promo_credit").astype(object),
+    ai = np.flatnonzero(inv.applied > 0)
+    b_sub = np.concatenate([cs, inv.seg[ai]])
+    b_at = np.concatenate([grant_at, inv.created[ai] + 1])
+    b_amount = np.concatenate([inv.grant[cs], -inv.applied[ai]])
+    b_kind = np.concatenate([np.where(s.gift[cs], "gift_card_redemption", "promo_credit").astype(object),
                              np.full(len(ai), "invoice_credit", dtype=object)])
-    b_inv = np.concatenate([np.full(len(cs), NULL_INT, dtype=np.int64), inv_id[ai]])
+    b_inv = np.concatenate([np.full(len(cs), NULL_INT, dtype=np.int64), inv.inv_id[ai]])
     gc_code = _digits4(rng, len(cs))
-    b_ref = np.concatenate([np.where(gift[cs], np.strings.add("giftcard:****", gc_code), "promo:WELCOMEBACK")
+    b_ref = np.concatenate([np.where(s.gift[cs], np.strings.add("giftcard:****", gc_code), "promo:WELCOMEBACK")
                             .astype(object), np.full(len(ai), None, dtype=object)])
-    order = np.lexsort((b_at, sc[b_sub]))
+    order = np.lexsort((b_at, s.sc[b_sub]))
     nb = len(order)
+    return pd.DataFrame({
+        "txn_id": ctx.ids["balance_transactions"] + np.arange(nb, dtype=np.int64),
+        "customer_id": c.cid[s.sc[b_sub]][order], "kind": b_kind[order], "amount": b_amount[order],
+        "currency": c.currency[s.sc[b_sub]][order], "invoice_id": b_inv[order], "reference": b_ref[order],
+        "created_at": b_at[order], "updated_at": b_at[order],
+    })
 
-    # ---------------------------------------------------------------- frames
+
+def _frames(ctx: _Ctx, c: _Cust, s: _Subs, inv: _Inv, pay: _Pay, book: _Book) -> dict[str, pd.DataFrame]:
+    """The chunk's six legacy tables as frames (the balance rows are generated here: last in rng order)."""
+    balance = _gen_balance(ctx, c, s, inv)
     customers = pd.DataFrame({
-        "customer_id": cid, "country": country, "email": email, "full_name": full_name,
-        "status": cust_status, "signup_at": signup_at, "billing_day": billing_day, "updated_at": cust_updated,
+        "customer_id": c.cid, "country": c.country, "email": c.email, "full_name": c.full_name,
+        "status": book.cust_status, "signup_at": c.signup_at, "billing_day": c.billing_day,
+        "updated_at": book.cust_updated,
     })
     subscriptions = pd.DataFrame({
-        "subscription_id": sub_id, "customer_id": cid[sc], "plan_id": s_pbase + s_plan_tier1,
-        "status": status, "started_at": signup_at[sc], "cancelled_at": cancelled_at,
-        "next_billing_date": next_billing, "updated_at": sub_updated,
+        "subscription_id": s.sub_id, "customer_id": c.cid[s.sc], "plan_id": s.pbase + s.tier1,
+        "status": s.status, "started_at": c.signup_at[s.sc], "cancelled_at": book.cancelled_at,
+        "next_billing_date": book.next_billing, "updated_at": book.sub_updated,
     })
-    ch = np.flatnonzero(change)
+    ch = np.flatnonzero(s.change)
     plan_changes = pd.DataFrame({
-        "change_id": ids["plan_changes"] + np.arange(len(ch), dtype=np.int64), "customer_id": cid[sc[ch]],
-        "subscription_id": sub_id[ch], "from_plan_id": s_pbase[ch] + s_plan_tier0[ch],
-        "to_plan_id": s_pbase[ch] + s_plan_tier1[ch], "changed_at": changed_at[ch], "updated_at": changed_at[ch],
+        "change_id": ctx.ids["plan_changes"] + np.arange(len(ch), dtype=np.int64), "customer_id": c.cid[s.sc[ch]],
+        "subscription_id": s.sub_id[ch], "from_plan_id": s.pbase[ch] + s.tier0[ch],
+        "to_plan_id": s.pbase[ch] + s.tier1[ch], "changed_at": book.changed_at[ch],
+        "updated_at": book.changed_at[ch],
     })
     invoices = pd.DataFrame({
-        "invoice_id": inv_id, "customer_id": cid[sc[seg]], "subscription_id": sub_id[seg],
-        "period_start": p_start, "period_end": p_end, "amount": amount, "tax": tax, "currency": i_cur,
-        "status": inv_status, "created_at": created, "updated_at": inv_updated,
+        "invoice_id": inv.inv_id, "customer_id": c.cid[s.sc[inv.seg]], "subscription_id": s.sub_id[inv.seg],
+        "period_start": inv.p_start, "period_end": inv.p_end, "amount": inv.amount, "tax": inv.tax,
+        "currency": inv.cur, "status": inv.status, "created_at": inv.created, "updated_at": book.inv_updated,
     })
     payments = pd.DataFrame({
-        "payment_id": pay_id, "customer_id": cid[pc], "invoice_id": inv_id[pseg], "method": method[pc],
-        "payment_token": token[pc], "amount": remainder[pseg], "currency": i_cur[pseg], "status": pay_status,
-        "processed_at": processed, "updated_at": processed,
+        "payment_id": pay.pay_id, "customer_id": c.cid[pay.pc], "invoice_id": inv.inv_id[pay.pseg],
+        "method": c.method[pay.pc], "payment_token": c.token[pay.pc], "amount": inv.remainder[pay.pseg],
+        "currency": inv.cur[pay.pseg], "status": pay.status, "processed_at": pay.processed,
+        "updated_at": pay.processed,
     })
-    balance = pd.DataFrame({
-        "txn_id": ids["balance_transactions"] + np.arange(nb, dtype=np.int64), "customer_id": cid[sc[b_sub]][order],
-        "kind": b_kind[order], "amount": b_amount[order], "currency": currency[sc[b_sub]][order],
-        "invoice_id": b_inv[order], "reference": b_ref[order], "created_at": b_at[order],
-        "updated_at": b_at[order],
-    })
-    tables = {"customers": customers, "subscriptions": subscriptions, "plan_changes": plan_changes,
-              "invoices": invoices, "payments": payments, "balance_transactions": balance}
-    dirty = _make_dirty(rng, tables, dirty_rate, force_each_kind)
-    next_ids = {"subscriptions": ids["subscriptions"] + ns, "plan_changes": ids["plan_changes"] + len(ch),
-                "invoices": ids["invoices"] + len(tables["invoices"]), "payments": ids["payments"] + npay,
-                "balance_transactions": ids["balance_transactions"] + nb}
-    return Generated(tables, dirty, next_ids)
+    return {"customers": customers, "subscriptions": subscriptions, "plan_changes": plan_changes,
+            "invoices": invoices, "payments": payments, "balance_transactions": balance}
 
 
 def _digits4(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -731,11 +863,8 @@ _DIRTY_TABLE = schema.Table("seed_dirty_rows", "row_key", (
 
 def ensure_database(cfg: Config) -> None:
     """Create this namespace's database (if missing), the legacy schema and seed_dirty_rows."""
-    with connections.mysql_conn("mysql_admin", cfg, database="", autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.mysql_database}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    bootstrap.ensure_legacy_database(cfg)
     with connections.mysql_conn("mysql_admin", cfg) as conn:
-        schema.apply_legacy_schema(conn)
         with conn.cursor() as cur:
             cur.execute(DIRTY_DDL)
         conn.commit()
