@@ -91,7 +91,7 @@ def test_clean_range_has_zero_mismatches(stores):
     base = 8_000_000
     _seed(stores, base, 5)
     res = compare.compare_range(cfg, CC, base, base + 99, quarantined=set(), group_size=2)
-    assert res.mismatches == [] and compare.mismatching_customers(res) == []
+    assert res.mismatches == () and compare.mismatching_customers(res) == []
     assert res.counts["customers_compared"] == 5
     assert res.counts["rows_compared"] == 5 * (1 + 1 + 1 + 2 + 1 + 1)
     per_customer = len(schema.CUSTOMER_STATIC) + sum(
@@ -125,17 +125,17 @@ def test_every_corruption_is_reported_with_kind_table_key_field(stores, s3):
         conn.commit()
 
     res = compare.compare_range(cfg, CC, base, base + 99, quarantined={("invoices", c * 10 + 1)})
-    found = {(m["kind"], m["table"], m["key"], m["field"]): m for m in res.mismatches}
+    found = {(m.kind, m.table, m.key, m.field): m for m in res.mismatches}
 
     amount = found[("different", "invoices", a * 10, "amount")]
-    assert (amount["source_value"], amount["target_value"], amount["customer_id"]) == ("99.1234", "99.1235", a)
+    assert (amount.source_value, amount.target_value, amount.customer_id) == ("99.1234", "99.1235", a)
     assert ("missing", "payments", a * 10, None) in found
     assert ("extra", "balance_transactions", 424242, None) in found
     email = found[("different", "customers", b, "email")]
-    assert email["source_value"] == "k***@example.se" and email["target_value"] == "k***@example.se"
+    assert email.source_value == "k***@example.se" and email.target_value == "k***@example.se"
     assert "kund" not in str(email)  # personal data masked
     ts = found[("different", "subscriptions", c, "started_at")]
-    assert ts["source_value"].endswith(".014Z") and ts["target_value"].endswith(".015Z")
+    assert ts.source_value.endswith(".014Z") and ts.target_value.endswith(".015Z")
     assert ("quarantined", "invoices", c * 10 + 1, None) in found
     assert ("missing", "customers", base + 10, None) in found
     assert ("missing", "invoices", (base + 10) * 10, None) in found
@@ -146,7 +146,7 @@ def test_every_corruption_is_reported_with_kind_table_key_field(stores, s3):
     assert res.counts["quarantined"] == 1 and res.counts["extra_customers"] == 1
     assert {k for k, *_ in found} == {"different", "missing", "extra", "quarantined"}
     clean = base + 3
-    assert all(m["customer_id"] != clean for m in res.mismatches)
+    assert all(m.customer_id != clean for m in res.mismatches)
 
     # a round restricted to the bad customers finds the same customers (and nothing about the clean one)
     again = compare.compare_range(cfg, CC, base, base + 99, customer_ids=[b, base + 20, clean])
@@ -176,7 +176,7 @@ def test_pipeline_output_compares_clean(stores):
     assert counts.get("rejects", 0) == 0
     load.load_chunk(cfg, cc, run, 0)
     res = compare.compare_range(cfg, cc, base, base + n - 1)
-    assert res.mismatches == [] and res.counts["customers_compared"] == n
+    assert res.mismatches == () and res.counts["customers_compared"] == n
 
 
 def test_bad_arguments_are_refused(cfg):
@@ -201,12 +201,12 @@ def test_dates_zero_dates_and_foreign_dates_through_the_grouped_path(stores):
         cur.execute("UPDATE subscriptions SET next_billing_date = '0000-00-00' WHERE subscription_id = %s", (c,))
         conn.commit()
     res = compare.compare_range(cfg, CC, base, base + 99, group_size=2)
-    found = {(m["kind"], m["table"], m["key"], m["field"]): m for m in res.mismatches}
+    found = {(m.kind, m.table, m.key, m.field): m for m in res.mismatches}
     shifted = found[("different", "invoices", a * 10, "period_end")]
-    assert (shifted["source_value"], shifted["target_value"]) == ("2025-02-01", "2025-02-02")
+    assert (shifted.source_value, shifted.target_value) == ("2025-02-01", "2025-02-02")
     foreign = found[("different", "invoices", b * 10, "next_billing_date")]
-    assert (foreign["source_value"], foreign["target_value"]) == (None, "2026-01-01")
+    assert (foreign.source_value, foreign.target_value) == (None, "2026-01-01")
     zero = found[("different", "subscriptions", c, "next_billing_date")]
-    assert zero["source_value"] == "invalid:0000-00-00" and zero["target_value"] == "2026-01-03"
+    assert zero.source_value == "invalid:0000-00-00" and zero.target_value == "2026-01-03"
     assert compare.mismatching_customers(res) == [a, b, c] and res.counts["different"] == 3
     assert res.counts["customers_compared"] == 3

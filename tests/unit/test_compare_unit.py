@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from billing_migration.country import compare
 from billing_migration.country.compare import (
-    CompareResult,
+    CompareTally,
     Invalid,
     SourceCustomer,
     TargetPartition,
@@ -72,9 +72,9 @@ def _customer(cid: int = 1) -> tuple[SourceCustomer, TargetPartition]:
 
 def test_clean_customer_has_no_mismatch_and_counts_fields():
     src, tgt = _customer()
-    res = CompareResult("SE", 1, 1)
+    res = CompareTally("SE", 1, 1)
     diff_customer(res, src, tgt, set())
-    assert res.ok and res.mismatches == []
+    assert res.ok and not res.mismatches
     assert res.counts["customers_compared"] == 1 and res.counts["rows_compared"] == 2
     n_inv = len(schema.entity_row_columns(schema.TABLE_BY_ENTITY["invoice"]))
     assert res.counts["fields_compared"] == len(schema.CUSTOMER_STATIC) + n_inv
@@ -87,15 +87,15 @@ def test_each_kind_of_difference_is_reported_with_table_key_field():
     tgt.static["email"] = "anna@evil.example"
     tgt.rows[("payment", 99)] = {col: None for col in schema.entity_columns()}
     src.rows[("balance_txn", 7)] = {"txn_id": 7}
-    res = CompareResult("SE", 1, 1)
+    res = CompareTally("SE", 1, 1)
     diff_customer(res, src, tgt, set())
-    found = {(m["kind"], m["table"], m["key"], m["field"]): m for m in res.mismatches}
+    found = {(m.kind, m.table, m.key, m.field): m for m in res.mismatches}
     amount = found[("different", "invoices", 10, "amount")]
-    assert (amount["source_value"], amount["target_value"]) == ("9.99", "9.98")
+    assert (amount.source_value, amount.target_value) == ("9.99", "9.98")
     token = found[("different", "invoices", 10, "payment_token")]
-    assert token["target_value"] == "***1234"  # masked
+    assert token.target_value == "***1234"  # masked
     email = found[("different", "customers", 1, "email")]
-    assert email["source_value"] == "a***@example.com" and email["target_value"] == "a***@evil.example"
+    assert email.source_value == "a***@example.com" and email.target_value == "a***@evil.example"
     assert ("extra", "payments", 99, None) in found
     assert ("missing", "balance_transactions", 7, None) in found
     assert res.counts["different"] == 3 and res.counts["extra"] == 1 and res.counts["missing"] == 1
@@ -105,31 +105,31 @@ def test_each_kind_of_difference_is_reported_with_table_key_field():
 def test_quarantined_rows_are_not_mismatches():
     src, tgt = _customer()
     del tgt.rows[("invoice", 10)]
-    res = CompareResult("SE", 1, 1)
+    res = CompareTally("SE", 1, 1)
     diff_customer(res, src, tgt, {("invoices", 10)})
     assert res.counts["quarantined"] == 1 and res.ok and compare.mismatching_customers(res) == []
     # a quarantined customer quarantines its whole partition
-    res2 = CompareResult("SE", 1, 1)
+    res2 = CompareTally("SE", 1, 1)
     diff_customer(res2, src, None, {("customers", 1)})
     assert res2.counts["quarantined"] == 2 and res2.ok
     # without the quarantine entry the same absence is a mismatch
-    res3 = CompareResult("SE", 1, 1)
+    res3 = CompareTally("SE", 1, 1)
     diff_customer(res3, src, None, set())
     assert res3.counts["missing"] == 2 and compare.mismatching_customers(res3) == [1]
 
 
 def test_target_only_customer_is_extra():
     _, tgt = _customer(5)
-    res = CompareResult("SE", 1, 9)
+    res = CompareTally("SE", 1, 9)
     diff_customer(res, None, tgt, set())
-    kinds = {(m["kind"], m["table"], m["key"]) for m in res.mismatches}
+    kinds = {(m.kind, m.table, m.key) for m in res.mismatches}
     assert kinds == {("extra", "customers", 5), ("extra", "invoices", 10)}
     assert res.counts["extra_customers"] == 1 and compare.mismatching_customers(res) == [5]
 
 
 def test_report_is_capped_but_counts_stay_exact(monkeypatch):
     monkeypatch.setattr(compare, "MAX_REPORT_ROWS", 2)
-    res = CompareResult("SE", 1, 9)
+    res = CompareTally("SE", 1, 9)
     for i in range(5):
         res.add("missing", "invoices", i, 1)
     assert len(res.mismatches) == 2 and res.truncated == 3 and res.counts["missing"] == 5
@@ -257,9 +257,9 @@ def _random_group(rnd, n: int):
     return src, tgt, quarantined
 
 
-def _reference(src, tgt, index, quarantined) -> CompareResult:
+def _reference(src, tgt, index, quarantined) -> CompareTally:
     """The per-customer path (diff_customer) on the same raw group, plus the index check."""
-    res = CompareResult("SE", 1, 1)
+    res = CompareTally("SE", 1, 1)
     customers = compare._source_customers(src)
     for cid, s in customers.items():
         full = []
@@ -284,14 +284,13 @@ def test_grouped_path_finds_exactly_what_the_per_customer_path_finds():
         rnd = random.Random(seed)
         src, tgt, quarantined = _random_group(rnd, 40)
         index = {r[0] for r in src.customers} - {src.customers[seed][0]}  # one index entry missing
-        fast = CompareResult("SE", 1, 1)
+        fast = CompareTally("SE", 1, 1)
         seen = compare.diff_group(fast, src, tgt, index, quarantined)
         ref = _reference(src, tgt, index, quarantined)
         assert seen == {r[0] for r in src.customers}
         assert fast.counts == ref.counts, seed
         assert fast.counts["fields_compared"] > 0 and fast.counts["missing_index_entries"] == 1
-        assert Counter(tuple(sorted(m.items())) for m in fast.mismatches) == \
-            Counter(tuple(sorted(m.items())) for m in ref.mismatches), seed
+        assert Counter(fast.mismatches) == Counter(ref.mismatches), seed
         assert fast.customers_with_mismatch == ref.customers_with_mismatch
         assert len(fast.customers_with_mismatch) >= 5  # the corruptions were really there
 
@@ -301,19 +300,19 @@ def test_grouped_path_clean_group_and_masking():
 
     src, tgt, quarantined = _random_group(random.Random(8), 1)  # one customer, nothing corrupted
     assert not quarantined
-    res = CompareResult("SE", 1, 1)
+    res = CompareTally("SE", 1, 1)
     compare.diff_group(res, src, tgt, {100}, set())
-    assert res.ok and res.mismatches == [] and res.counts["customers_compared"] == 1
+    assert res.ok and not res.mismatches and res.counts["customers_compared"] == 1
     # a payment token leaked onto an invoice row is reported, masked
     row = [100, "invoice", 5] + [None] * len(schema.entity_columns())
     row[compare._FR["payment_token"]] = "tok_leak_1234"
     src.tables["invoices"].append(tuple(100 if c == "customer_id" else 5 if c == "invoice_id" else None
                                         for c in schema.INVOICES.column_names))
     tgt.rows[100] = sorted([*tgt.rows[100], tuple(row)], key=lambda r: (r[1], r[2]))
-    res2 = CompareResult("SE", 1, 1)
+    res2 = CompareTally("SE", 1, 1)
     compare.diff_group(res2, src, tgt, {100}, set())
-    (leak,) = [m for m in res2.mismatches if m["field"] == "payment_token"]
-    assert (leak["kind"], leak["table"], leak["key"], leak["target_value"]) == ("different", "invoices", 5, "***1234")
+    (leak,) = [m for m in res2.mismatches if m.field == "payment_token"]
+    assert (leak.kind, leak.table, leak.key, leak.target_value) == ("different", "invoices", 5, "***1234")
     assert compare.mismatching_customers(res2) == [100]
 
 

@@ -23,10 +23,11 @@ Why it is built this way (the Netflix lesson: never check a pipeline with itself
   a column that differs somewhere is walked value by value with the reference functions (norm_source,
   norm_target, same, display), so every finding is decided and shown exactly as diff_customer decides it.
   Reads overlap: group k+1 is read from MySQL and Cassandra (concurrently) while group k is compared; target
-  partitions are read TARGET_BATCH per `IN` query, static part once per partition, dates as epoch ms.
-  Measured on 4,127 customers / 153,648 rows (2 shared cores, old and new alternated): client CPU 5.5 s ->
-  1.8 s, wall 7.0 s -> 3.05 s (22k -> 50k rows/s). The per-customer path (diff_customer) stays as the
-  reference and for target-only customers.
+  partitions are read TARGET_BATCH per `IN` query, static part once per partition, dates as epoch ms
+  (figures in BENCHMARKS.md). The per-customer path (diff_customer) stays as the reference and for
+  target-only customers.
+- Records: the diff functions add into a CompareTally; compare_range returns it frozen as a CompareResult
+  (counts, Mismatch rows, the customers to re-migrate), the only thing that leaves this module.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any
 
 import pyarrow as pa
@@ -158,19 +160,59 @@ def display(kind: str, value: Any) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ result
-@dataclass
+COUNT_KEYS = ("customers_compared", "rows_compared", "fields_compared", "extra_customers",
+              "missing_index_entries", *KINDS)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One finding: `kind` in KINDS; `field` is None for a whole missing/extra row; values are masked."""
+
+    kind: str
+    table: str
+    key: int | None
+    customer_id: int
+    field: str | None = None
+    source_value: str | None = None
+    target_value: str | None = None
+
+
+@dataclass(frozen=True)
 class CompareResult:
+    """What a comparison concluded (frozen): counts by COUNT_KEYS (+ seconds_ms), the reported Mismatch rows
+    (at most MAX_REPORT_ROWS; `truncated` more were counted), the customers with a real mismatch."""
+
     country: str
     lo: int
     hi: int
-    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    counts: Mapping[str, int]
+    mismatches: tuple[Mismatch, ...]
+    customers_with_mismatch: frozenset[int]
+    truncated: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.customers_with_mismatch
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.counts, "mismatching_customers": len(self.customers_with_mismatch),
+                "truncated": self.truncated}
+
+
+@dataclass
+class CompareTally:
+    """The mutable accumulator the diff functions add into; `result()` freezes it."""
+
+    country: str
+    lo: int
+    hi: int
+    mismatches: list[Mismatch] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     customers_with_mismatch: set[int] = field(default_factory=set)
     truncated: int = 0  # mismatch rows counted but not kept (over MAX_REPORT_ROWS)
 
     def __post_init__(self) -> None:
-        for k in ("customers_compared", "rows_compared", "fields_compared", "extra_customers",
-                  "missing_index_entries", *KINDS):
+        for k in COUNT_KEYS:
             self.counts.setdefault(k, 0)
 
     @property
@@ -185,15 +227,14 @@ class CompareResult:
         if len(self.mismatches) >= MAX_REPORT_ROWS:
             self.truncated += 1
             return
-        self.mismatches.append({
-            "kind": kind, "table": table, "key": key, "customer_id": customer_id, "field": fld,
-            "source_value": pii.mask_field(fld, source_value) if fld else source_value,
-            "target_value": pii.mask_field(fld, target_value) if fld else target_value,
-        })
+        self.mismatches.append(Mismatch(
+            kind, table, key, customer_id, fld,
+            pii.mask_field(fld, source_value) if fld else source_value,
+            pii.mask_field(fld, target_value) if fld else target_value))
 
-    def summary(self) -> dict[str, Any]:
-        return {**self.counts, "mismatching_customers": len(self.customers_with_mismatch),
-                "truncated": self.truncated}
+    def result(self) -> CompareResult:
+        return CompareResult(self.country, self.lo, self.hi, MappingProxyType(dict(self.counts)),
+                             tuple(self.mismatches), frozenset(self.customers_with_mismatch), self.truncated)
 
 
 # ------------------------------------------------------------------------------------------ diff (pure)
@@ -220,7 +261,7 @@ class TargetPartition:
     rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # every entity column
 
 
-def diff_customer(res: CompareResult, src: SourceCustomer | None, tgt: TargetPartition | None,
+def diff_customer(res: CompareTally, src: SourceCustomer | None, tgt: TargetPartition | None,
                   quarantined: set[tuple[str, int]]) -> None:
     """Compare one customer whole and add what differs to `res` (counts included)."""
     cid = (src or tgt).customer_id  # type: ignore[union-attr]
@@ -411,7 +452,7 @@ def _read_target(session, prepared, ids: list[int]) -> dict[int, list[tuple]]:
 
     Partitions are read TARGET_BATCH at a time with `customer_id IN ?` (READ_CONCURRENCY queries in
     flight): one request per partition cost ~2.5x more time in request overhead on both ends than the rows
-    themselves (measured: 150k rows in 7.7 s one by one, 3.1 s by 50)."""
+    themselves (BENCHMARKS.md)."""
     from cassandra.concurrent import execute_concurrent_with_args
 
     out: dict[int, list[tuple]] = {}
@@ -479,7 +520,7 @@ def _row_selector(col: str) -> str:
 def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> TargetRaw:
     """Static parts and entity rows of the partitions of `ids`, TARGET_BATCH partitions per query
     (READ_CONCURRENCY queries in flight). One request per partition cost ~2.5x more time in request
-    overhead on both ends than the rows themselves (measured: 150k rows in 7.7 s one by one, 3.1 s by 50)."""
+    overhead on both ends than the rows themselves (BENCHMARKS.md)."""
     from cassandra.concurrent import execute_concurrent
 
     raw = TargetRaw()
@@ -558,17 +599,36 @@ def _has_static(r: tuple) -> bool:
     return r[_FS["customer_run_id"]] is not None or any(r[p] is not None for p in _STATIC_TPOS)
 
 
-def diff_group(res: CompareResult, src: SourceRaw, tgt: TargetRaw, index: set[int] | None,
+def diff_group(res: CompareTally, src: SourceRaw, tgt: TargetRaw, index: set[int] | None,
                quarantined: set[tuple[str, int]]) -> set[int]:
     """Compare a group of source customers whole, column-wise; same findings and counts as diff_customer
     per customer (plus the customers_by_country check when `index` is given). Target partitions of ids the
     source lacks are ignored here (the caller reports them as extras). Returns the source customer ids."""
     findings: list[Finding] = []
     cids = [int(r[_CUST_ID]) for r in src.customers]
-    seen = set(cids)
     res.counts["customers_compared"] += len(cids)
     res.counts["rows_compared"] += len(cids) + sum(len(v) for v in src.tables.values())
     cust_q = {cid for cid in cids if ("customers", cid) in quarantined}
+    t_static, t_rows = _target_by_entity(tgt, cids)
+    _diff_static(res, findings, src.customers, t_static, cust_q)
+    for t in schema.ENTITY_TABLES:
+        _diff_entity_table(res, findings, t, src.tables.get(t.name, []), t_rows.pop(t.entity, []), cust_q,
+                           quarantined)
+    for e, rows in t_rows.items():  # entity types the model does not know
+        for r in rows:
+            res.counts["rows_compared"] += 1
+            findings.append(((int(r[0]), 2, e, int(r[2]), 0), "extra", _table_name(e), int(r[2]), int(r[0]),
+                             None, None, None))
+    if index is not None:
+        _diff_index(res, findings, cids, index, quarantined)
+    findings.sort(key=lambda f: f[0])
+    for _, kind, table, key, cid, fld, a, b in findings:
+        res.add(kind, table, key, cid, fld, a, b)
+    return set(cids)
+
+
+def _target_by_entity(tgt: TargetRaw, cids: list[int]) -> tuple[dict[int, tuple], dict[str, list[tuple]]]:
+    """The group's target partitions that have a static part, and their entity rows by entity type."""
     t_static: dict[int, tuple] = {}
     t_rows: dict[str, list[tuple]] = {}
     for cid in cids:
@@ -580,88 +640,103 @@ def diff_group(res: CompareResult, src: SourceRaw, tgt: TargetRaw, index: set[in
             for r in rows:
                 if r[1] is not None:
                     t_rows.setdefault(r[1], []).append(r)
+    return t_static, t_rows
 
-    # static part
+
+def _diff_static(res: CompareTally, out: list[Finding], customers: list[tuple], t_static: dict[int, tuple],
+                 cust_q: set[int]) -> None:
+    """Customers rows against the partitions' static parts: missing (or quarantined) partitions, then each
+    static field column-wise."""
     both = []
-    for r in src.customers:
+    for r in customers:
         cid = int(r[_CUST_ID])
         if cid in t_static:
             both.append(r)
         else:
-            findings.append(((cid, 0, "", cid, -1), "quarantined" if cid in cust_q else "missing", "customers",
-                             cid, cid, None, None, None))
-    if both:
-        bc = [int(r[_CUST_ID]) for r in both]
-        res.counts["fields_compared"] += len(both) * len(_STATIC_POS)
-        scols = list(zip(*both, strict=True))
-        tcols = list(zip(*(t_static[c] for c in bc), strict=True))
-        for i, (legacy, cql) in enumerate(_STATIC_CQL.items()):
-            _diff_column(findings, _STATIC_KIND[legacy], legacy, "customers", 0, "", i, bc, bc,
-                         scols[_CUST_POS[legacy]], tcols[_FS[cql]])
+            out.append(((cid, 0, "", cid, -1), "quarantined" if cid in cust_q else "missing", "customers",
+                        cid, cid, None, None, None))
+    if not both:
+        return
+    bc = [int(r[_CUST_ID]) for r in both]
+    res.counts["fields_compared"] += len(both) * len(_STATIC_POS)
+    scols = list(zip(*both, strict=True))
+    tcols = list(zip(*(t_static[c] for c in bc), strict=True))
+    for i, (legacy, cql) in enumerate(_STATIC_CQL.items()):
+        _diff_column(out, _STATIC_KIND[legacy], legacy, "customers", 0, "", i, bc, bc,
+                     scols[_CUST_POS[legacy]], tcols[_FS[cql]])
 
-    # entity rows, one table at a time, aligned on (customer_id, entity_id)
-    for t in schema.ENTITY_TABLES:
-        e = t.entity
-        spos = _SRC_POS[e]
-        srows = src.tables.get(t.name, [])
-        trows = t_rows.pop(e, [])
-        ci, ki = spos["customer_id"], spos[t.key]
-        skeys = list(map(itemgetter(ci, ki), srows))
-        tkeys = list(map(_TKEY, trows))
-        if skeys != tkeys:
-            tmap = dict(zip(tkeys, trows, strict=True))
-            sset = set(skeys)
-            s_m, t_m, k_m = [], [], []
-            for k, r in zip(skeys, srows, strict=True):
-                tr = tmap.get(k)
-                if tr is None:
-                    cid, eid = k
-                    q = cid in cust_q or (t.name, eid) in quarantined
-                    findings.append(((cid, 1, e, eid, -1), "quarantined" if q else "missing", t.name, eid, cid,
-                                     None, None, None))
-                else:
-                    s_m.append(r)
-                    t_m.append(tr)
-                    k_m.append(k)
-            for cid, eid in tkeys:
-                if (cid, eid) not in sset:
-                    res.counts["rows_compared"] += 1
-                    findings.append(((cid, 2, e, eid, 0), "extra", t.name, eid, cid, None, None, None))
-            srows, trows, skeys = s_m, t_m, k_m
-        if not srows:
-            continue
-        own = _ROW_COLS[e]
-        res.counts["fields_compared"] += len(srows) * len(own)
-        scols = list(zip(*srows, strict=True))
-        tcols = list(zip(*map(_OWN_GET[e], trows), strict=True))  # this entity's own columns (+ entity_id)
-        mc = [k[0] for k in skeys]
-        me = [k[1] for k in skeys]
-        for i, col in enumerate(own):
-            _diff_column(findings, _KIND_OF[col], col, t.name, 1, e, i, mc, me, scols[spos[col]], tcols[i])
-        # Columns of other entities must stay empty in these rows: one C-level pass (tuple equality with an
-        # all-None tuple short-cuts on identity; `count(None)` would call Decimal.__eq__ on every value).
-        if list(map(_FOREIGN_GET[e], trows)).count(_FOREIGN_NONE[e]) == len(trows):
-            continue
-        for j, (col, pos, kind) in enumerate(_FAST_FOREIGN[e], start=len(own)):
-            for cid, eid, r in zip(mc, me, trows, strict=True):
-                if r[pos] is not None:
-                    findings.append(((cid, 1, e, eid, j), "different", t.name, eid, cid, col, None,
-                                     display(kind, norm_target(kind, r[pos]))))
-    for e, rows in t_rows.items():  # entity types the model does not know
-        for r in rows:
+
+def _diff_entity_table(res: CompareTally, out: list[Finding], t: schema.Table, srows: list[tuple],
+                       trows: list[tuple], cust_q: set[int], quarantined: set[tuple[str, int]]) -> None:
+    """One entity table of the group, aligned on (customer_id, entity_id): own columns column-wise, then
+    the other entities' columns, which must be empty in these rows."""
+    e = t.entity
+    spos = _SRC_POS[e]
+    skeys = list(map(itemgetter(spos["customer_id"], spos[t.key]), srows))
+    tkeys = list(map(_TKEY, trows))
+    if skeys != tkeys:
+        srows, trows, skeys = _align_rows(res, out, t, srows, trows, skeys, tkeys, cust_q, quarantined)
+    if not srows:
+        return
+    own = _ROW_COLS[e]
+    res.counts["fields_compared"] += len(srows) * len(own)
+    scols = list(zip(*srows, strict=True))
+    tcols = list(zip(*map(_OWN_GET[e], trows), strict=True))  # this entity's own columns (+ entity_id)
+    mc = [k[0] for k in skeys]
+    me = [k[1] for k in skeys]
+    for i, col in enumerate(own):
+        _diff_column(out, _KIND_OF[col], col, t.name, 1, e, i, mc, me, scols[spos[col]], tcols[i])
+    _diff_foreign(out, t, trows, mc, me, len(own))
+
+
+def _align_rows(res: CompareTally, out: list[Finding], t: schema.Table, srows: list[tuple], trows: list[tuple],
+                skeys: list, tkeys: list, cust_q: set[int], quarantined: set[tuple[str, int]]
+                ) -> tuple[list[tuple], list[tuple], list]:
+    """Rows on one side only become missing (or quarantined) / extra findings; returns the matched rows of
+    both sides and their keys, in source order."""
+    e = t.entity
+    tmap = dict(zip(tkeys, trows, strict=True))
+    sset = set(skeys)
+    s_m, t_m, k_m = [], [], []
+    for k, r in zip(skeys, srows, strict=True):
+        tr = tmap.get(k)
+        if tr is None:
+            cid, eid = k
+            q = cid in cust_q or (t.name, eid) in quarantined
+            out.append(((cid, 1, e, eid, -1), "quarantined" if q else "missing", t.name, eid, cid,
+                        None, None, None))
+        else:
+            s_m.append(r)
+            t_m.append(tr)
+            k_m.append(k)
+    for cid, eid in tkeys:
+        if (cid, eid) not in sset:
             res.counts["rows_compared"] += 1
-            findings.append(((int(r[0]), 2, e, int(r[2]), 0), "extra", _table_name(e), int(r[2]), int(r[0]),
-                             None, None, None))
-    if index is not None:
-        for cid in cids:
-            if cid not in index and ("customers", cid) not in quarantined:
-                res.counts["missing_index_entries"] += 1
-                findings.append(((cid, 3, "", cid, 0), "missing", "customers_by_country", cid, cid,
-                                 None, None, None))
-    findings.sort(key=lambda f: f[0])
-    for _, kind, table, key, cid, fld, a, b in findings:
-        res.add(kind, table, key, cid, fld, a, b)
-    return seen
+            out.append(((cid, 2, e, eid, 0), "extra", t.name, eid, cid, None, None, None))
+    return s_m, t_m, k_m
+
+
+def _diff_foreign(out: list[Finding], t: schema.Table, trows: list[tuple], mc: list[int], me: list[int],
+                  first_pos: int) -> None:
+    """Columns of other entities must stay empty in these rows: one C-level pass (tuple equality with an
+    all-None tuple short-cuts on identity; `count(None)` would call Decimal.__eq__ on every value)."""
+    e = t.entity
+    if list(map(_FOREIGN_GET[e], trows)).count(_FOREIGN_NONE[e]) == len(trows):
+        return
+    for j, (col, pos, kind) in enumerate(_FAST_FOREIGN[e], start=first_pos):
+        for cid, eid, r in zip(mc, me, trows, strict=True):
+            if r[pos] is not None:
+                out.append(((cid, 1, e, eid, j), "different", t.name, eid, cid, col, None,
+                            display(kind, norm_target(kind, r[pos]))))
+
+
+def _diff_index(res: CompareTally, out: list[Finding], cids: list[int], index: set[int],
+                quarantined: set[tuple[str, int]]) -> None:
+    """Every compared customer must be in the country's customers_by_country index (unless quarantined)."""
+    for cid in cids:
+        if cid not in index and ("customers", cid) not in quarantined:
+            res.counts["missing_index_entries"] += 1
+            out.append(((cid, 3, "", cid, 0), "missing", "customers_by_country", cid, cid, None, None, None))
 
 
 def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
@@ -688,6 +763,29 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
     reported as kind `quarantined` (counted, not a mismatch). A quarantined customer quarantines its rows.
     """
     country = normalize_country(country)
+    _check_args(lo, hi, group_size)
+    quarantined = quarantined or set()
+    res = CompareTally(country, lo, hi)
+    t0 = time.monotonic()
+    with connections.cassandra_session(cfg) as session, connections.mysql_conn("mysql_export", cfg) as conn:
+        from cassandra.query import tuple_factory
+
+        session.row_factory = tuple_factory
+        index = _index_ids(session, country, lo, hi)
+        wanted = None if customer_ids is None else {int(c) for c in customer_ids}
+        if wanted is not None:
+            index &= wanted
+        groups = _GroupReader(session, conn, country)
+        seen = groups.compare_all(res, lo, hi, customer_ids, group_size, index, quarantined)
+        # Target-only customers: in the index (or asked for explicitly) but not in the source.
+        _diff_extras(res, session, sorted((index | (wanted or set())) - seen), index, quarantined, group_size)
+    res.counts["seconds_ms"] = int((time.monotonic() - t0) * 1000)
+    out = res.result()
+    log.info("compare %s [%d, %d]: %s", country, lo, hi, out.summary())
+    return out
+
+
+def _check_args(lo: int, hi: int, group_size: int) -> None:
     for name, v in (("lo", lo), ("hi", hi)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise CompareError(f"{name} must be a non-negative integer, got {v!r}")
@@ -695,39 +793,37 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
         raise CompareError(f"empty range: hi ({hi}) < lo ({lo})")
     if not 1 <= group_size <= 5000:
         raise CompareError(f"group_size must be in [1, 5000], got {group_size}")
-    quarantined = quarantined or set()
-    res = CompareResult(country, lo, hi)
-    t0 = time.monotonic()
-    with connections.cassandra_session(cfg) as session, connections.mysql_conn("mysql_export", cfg) as conn, \
-            ThreadPoolExecutor(1, thread_name_prefix="compare-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="compare-target") as target_pool:
-        from cassandra.query import tuple_factory
 
-        session.row_factory = tuple_factory
-        prepared = session.prepare(_target_select())
-        static_stmt, rows_stmt = (session.prepare(q) for q in _fast_selects())
-        index = _index_ids(session, country, lo, hi)
-        wanted = None if customer_ids is None else {int(c) for c in customer_ids}
-        if wanted is not None:
-            index &= wanted
+
+class _GroupReader:
+    """Reads group k+1 from MySQL and Cassandra (concurrently) while group k is compared. MySQL is read in
+    one consistent-snapshot, read-only transaction on the reader thread only (never shared)."""
+
+    def __init__(self, session, conn, country: str) -> None:
+        self.session, self.conn, self.country = session, conn, country
+        self.static_stmt, self.rows_stmt = (session.prepare(q) for q in _fast_selects())
+
+    def compare_all(self, res: CompareTally, lo: int, hi: int, customer_ids: list[int] | None, group_size: int,
+                    index: set[int], quarantined: set[tuple[str, int]]) -> set[int]:
+        """diff_group over every group of the range; returns the source customer ids seen."""
         seen: set[int] = set()
-        with conn.cursor() as cur:
+        with ThreadPoolExecutor(1, thread_name_prefix="compare-read") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="compare-target") as target_pool, \
+                self.conn.cursor() as cur:
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            id_cur = conn.cursor()
-            groups = _source_id_groups(id_cur, country, lo, hi, customer_ids, group_size)
+            id_cur = self.conn.cursor()
+            groups = _source_id_groups(id_cur, self.country, lo, hi, customer_ids, group_size)
 
             def read_next() -> tuple[SourceRaw, TargetRaw] | None:
-                # runs on the reader thread only (one at a time), so the MySQL connection is never shared
                 ids = next(groups, None)
                 if ids is None:
                     return None
-                fut = target_pool.submit(_read_target_fast, session, static_stmt, rows_stmt, ids)  # overlap
-                src = _read_source(cur, country, ids)
+                fut = target_pool.submit(_read_target_fast, self.session, self.static_stmt, self.rows_stmt, ids)
+                src = _read_source(cur, self.country, ids)
                 return src, fut.result()
 
             pending = None
             try:
-                # read group k+1 (MySQL and Cassandra) while group k is compared
                 pending = reader.submit(read_next)
                 while (got := pending.result()) is not None:
                     pending = reader.submit(read_next)
@@ -738,29 +834,33 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
                     with contextlib.suppress(Exception):
                         pending.result()  # the reader is done with the connection before it is rolled back
                 id_cur.close()
-                conn.rollback()
-        # Target-only customers: in the index (or asked for explicitly) but not in the source.
-        extra = sorted((index | (wanted or set())) - seen)
-        for i in range(0, len(extra), group_size):
-            ids = extra[i:i + group_size]
-            tgt = _target_group(session, prepared, ids)
-            for cid in ids:
-                if cid in tgt:
-                    diff_customer(res, None, tgt[cid], quarantined)
-                elif cid in index:  # an index entry pointing at nothing
-                    res.add("extra", "customers_by_country", cid, cid)
-    res.counts["seconds_ms"] = int((time.monotonic() - t0) * 1000)
-    log.info("compare %s [%d, %d]: %s", country, lo, hi, res.summary())
-    return res
+                self.conn.rollback()
+        return seen
 
 
-def mismatching_customers(result: CompareResult) -> list[int]:
+def _diff_extras(res: CompareTally, session, extra: list[int], index: set[int],
+                 quarantined: set[tuple[str, int]], group_size: int) -> None:
+    """Customers the source lacks: their partitions are extra; an index entry pointing at nothing is too."""
+    if not extra:
+        return
+    prepared = session.prepare(_target_select())
+    for i in range(0, len(extra), group_size):
+        ids = extra[i:i + group_size]
+        tgt = _target_group(session, prepared, ids)
+        for cid in ids:
+            if cid in tgt:
+                diff_customer(res, None, tgt[cid], quarantined)
+            elif cid in index:
+                res.add("extra", "customers_by_country", cid, cid)
+
+
+def mismatching_customers(result: CompareResult | CompareTally) -> list[int]:
     """Customers with a missing/extra/different finding: re-migrate each whole (quarantined ones excluded)."""
     return sorted(result.customers_with_mismatch)
 
 
-def mismatches_table(result: CompareResult) -> pa.Table:
-    cols = {f.name: [m[f.name] for m in result.mismatches] for f in MISMATCH_SCHEMA}
+def mismatches_table(result: CompareResult | CompareTally) -> pa.Table:
+    cols = {f.name: [getattr(m, f.name) for m in result.mismatches] for f in MISMATCH_SCHEMA}
     return pa.table(cols, schema=MISMATCH_SCHEMA)
 
 
@@ -769,7 +869,7 @@ def mismatch_key(cfg: Config, country: str, run_id: str, round_no: int, chunk: i
     return f"{s3io.run_prefix(cfg, country, run_id)}compare/round={round_no}/{name}.parquet"
 
 
-def write_mismatches(cfg: Config, country: str, run_id: str, round_no: int, result: CompareResult,
+def write_mismatches(cfg: Config, country: str, run_id: str, round_no: int, result: CompareResult | CompareTally,
                      chunk: int | None = None) -> str:
     """Write the (masked) mismatch rows as Parquet; returns the S3 key. `chunk` keeps chunks apart."""
     country = normalize_country(country)
