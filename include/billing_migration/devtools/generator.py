@@ -633,58 +633,89 @@ def _n_for(rate: float, eligible: int, force: bool) -> int:
     return min(eligible, max(n, 1 if (force and rate > 0) else 0))
 
 
-def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: float,
-                force: bool) -> pd.DataFrame:
-    labels: list[pd.DataFrame] = []
+_EMPTY_DIRTY = {"kind": object, "table_name": object, "row_key": np.int64, "customer_id": np.int64}
 
-    def label(kind: str, table: str, keys: np.ndarray, cust: np.ndarray) -> None:
-        labels.append(pd.DataFrame({"kind": kind, "table_name": table, "row_key": keys.astype(np.int64),
-                                    "customer_id": cust.astype(np.int64)}))
 
-    empty = pd.DataFrame({"kind": pd.Series(dtype=object), "table_name": pd.Series(dtype=object),
-                          "row_key": pd.Series(dtype=np.int64), "customer_id": pd.Series(dtype=np.int64)})
-    if rate <= 0:
-        return empty
-    inv, pay, cust = t["invoices"], t["payments"], t["customers"]
-    inv_pool = [rng.permutation(len(inv))]
-    pay_pool = [rng.permutation(len(pay))]
-    cust_pool = [rng.permutation(len(cust))]
+class _Dirtier:
+    """Corrupts rows of a chunk's frames in place and labels each one. Every kind takes its rows from the
+    front of a shuffled pool per table, so kinds never share a row; the rng order is fixed."""
 
-    def both(kind: str, apply_inv, apply_pay) -> None:
-        for table, df, pool, fn, key, f in (("invoices", inv, inv_pool, apply_inv, "invoice_id", force),
-                                            ("payments", pay, pay_pool, apply_pay, "payment_id", False)):
-            if fn is None:
-                continue
-            rows = _take(rng, pool, _n_for(rate, len(df), f))
+    def __init__(self, rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: float, force: bool) -> None:
+        self.rng, self.t, self.rate, self.force = rng, t, rate, force
+        self.labels: list[pd.DataFrame] = []
+        self.pools = {name: [rng.permutation(len(t[name]))] for name in ("invoices", "payments", "customers")}
+
+    def label(self, kind: str, table: str, keys: np.ndarray, cust: np.ndarray) -> None:
+        self.labels.append(pd.DataFrame({"kind": kind, "table_name": table, "row_key": keys.astype(np.int64),
+                                         "customer_id": cust.astype(np.int64)}))
+
+    def take(self, table: str, force: bool | None = None) -> np.ndarray:
+        """This kind's rows of `table` (at least one for the first chunk's invoices/customers when forced)."""
+        n = _n_for(self.rate, len(self.t[table]), self.force if force is None else force)
+        return _take(self.rng, self.pools[table], n)
+
+    def both(self, kind: str, apply_inv, apply_pay) -> None:
+        """One invalid kind on invoices and on payments (only invoices are forced)."""
+        for table, fn, key, force in (("invoices", apply_inv, "invoice_id", self.force),
+                                      ("payments", apply_pay, "payment_id", False)):
+            df = self.t[table]
+            rows = self.take(table, force)
             if len(rows):
                 fn(df, rows)
-                label(kind, table, df[key].to_numpy()[rows], df["customer_id"].to_numpy()[rows])
+                self.label(kind, table, df[key].to_numpy()[rows], df["customer_id"].to_numpy()[rows])
 
-    def set_col(col: str, value):
-        def fn(df: pd.DataFrame, rows: np.ndarray) -> None:
-            df.iloc[rows, df.columns.get_loc(col)] = value
-        return fn
+    def frame(self) -> pd.DataFrame:
+        return pd.concat(self.labels, ignore_index=True) if self.labels else _empty_dirty()
 
-    def map_col(col: str, f):
-        def fn(df: pd.DataFrame, rows: np.ndarray) -> None:
-            j = df.columns.get_loc(col)
-            df.iloc[rows, j] = f(df.iloc[rows, j].to_numpy())
-        return fn
 
-    # orphan payments
-    rows = _take(rng, pay_pool, _n_for(rate, len(pay), force))
+def _empty_dirty() -> pd.DataFrame:
+    return pd.DataFrame({k: pd.Series(dtype=v) for k, v in _EMPTY_DIRTY.items()})
+
+
+def _set_col(col: str, value):
+    def fn(df: pd.DataFrame, rows: np.ndarray) -> None:
+        df.iloc[rows, df.columns.get_loc(col)] = value
+    return fn
+
+
+def _map_col(col: str, f):
+    def fn(df: pd.DataFrame, rows: np.ndarray) -> None:
+        j = df.columns.get_loc(col)
+        df.iloc[rows, j] = f(df.iloc[rows, j].to_numpy())
+    return fn
+
+
+def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: float,
+                force: bool) -> pd.DataFrame:
+    """Apply every dirty kind at `rate` (see the module docstring); returns the labels."""
+    if rate <= 0:
+        return _empty_dirty()
+    d = _Dirtier(rng, t, rate, force)
+    _dirty_invalid(d)
+    _dirty_tricky_strings(d)
+    _dirty_duplicate_invoices(d)
+    return d.frame()
+
+
+def _dirty_invalid(d: _Dirtier) -> None:
+    """Orphan payments, then the invalid kinds shared by invoices and payments."""
+    pay = d.t["payments"]
+    rows = d.take("payments")
     if len(rows):
         pay.iloc[rows, pay.columns.get_loc("invoice_id")] = ORPHAN_INVOICE_BASE + pay["payment_id"].to_numpy()[rows]
-        label("orphan_payment", "payments", pay["payment_id"].to_numpy()[rows], pay["customer_id"].to_numpy()[rows])
-    both("null_required", set_col("currency", None), set_col("currency", None))
-    both("negative_amount", map_col("amount", lambda a: -np.maximum(a, 100)),
-         map_col("amount", lambda a: -np.maximum(a, 100)))
-    both("over_precise_amount", map_col("amount", lambda a: a - 1), map_col("amount", lambda a: a - 1))
-    both("unknown_currency", set_col("currency", UNKNOWN_CURRENCY), set_col("currency", UNKNOWN_CURRENCY))
-    both("zero_date", set_col("created_at", ZERO_TS), set_col("processed_at", ZERO_TS))
+        d.label("orphan_payment", "payments", pay["payment_id"].to_numpy()[rows], pay["customer_id"].to_numpy()[rows])
+    d.both("null_required", _set_col("currency", None), _set_col("currency", None))
+    d.both("negative_amount", _map_col("amount", lambda a: -np.maximum(a, 100)),
+           _map_col("amount", lambda a: -np.maximum(a, 100)))
+    d.both("over_precise_amount", _map_col("amount", lambda a: a - 1), _map_col("amount", lambda a: a - 1))
+    d.both("unknown_currency", _set_col("currency", UNKNOWN_CURRENCY), _set_col("currency", UNKNOWN_CURRENCY))
+    d.both("zero_date", _set_col("created_at", ZERO_TS), _set_col("processed_at", ZERO_TS))
 
-    # customers: valid-but-tricky strings
-    rows = _take(rng, cust_pool, _n_for(rate, len(cust), force))
+
+def _dirty_tricky_strings(d: _Dirtier) -> None:
+    """Valid but tricky customers: maximum-length names/emails, then emoji (non-BMP) names."""
+    cust = d.t["customers"]
+    rows = d.take("customers")
     if len(rows):
         ids_ = cust["customer_id"].to_numpy()[rows]
         names = [_max_name(int(c)) for c in ids_]
@@ -693,8 +724,8 @@ def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: floa
         jn, je = cust.columns.get_loc("full_name"), cust.columns.get_loc("email")
         cust.iloc[rows[~use_email], jn] = np.array(names, dtype=object)[~use_email]
         cust.iloc[rows[use_email], je] = np.array(emails, dtype=object)[use_email]
-        label("max_length_string", "customers", ids_, ids_)
-    rows = _take(rng, cust_pool, _n_for(rate, len(cust), force))
+        d.label("max_length_string", "customers", ids_, ids_)
+    rows = d.take("customers")
     if len(rows):
         ids_ = cust["customer_id"].to_numpy()[rows]
         e = np.array(EMOJI)
@@ -703,18 +734,20 @@ def _make_dirty(rng: np.random.Generator, t: dict[str, pd.DataFrame], rate: floa
         nm = np.strings.add(np.strings.add(np.strings.add(np.strings.add(fn_, " "), e[ids_ % len(e)]), " "), ln_)
         nm = np.strings.add(np.strings.add(nm, " "), e[(ids_ // 3) % len(e)])
         cust.iloc[rows, cust.columns.get_loc("full_name")] = nm.astype(object)
-        label("non_bmp_unicode", "customers", ids_, ids_)
+        d.label("non_bmp_unicode", "customers", ids_, ids_)
 
-    # duplicate natural key: a second invoice for the same (subscription_id, period_start)
-    rows = _take(rng, inv_pool, _n_for(rate, len(inv), force))
+
+def _dirty_duplicate_invoices(d: _Dirtier) -> None:
+    """Duplicate natural key: a second invoice for the same (subscription_id, period_start)."""
+    inv = d.t["invoices"]
+    rows = d.take("invoices")
     if len(rows):
         dup = inv.iloc[np.sort(rows)].copy()
         dup["invoice_id"] = int(inv["invoice_id"].max()) + 1 + np.arange(len(dup), dtype=np.int64)
         created = dup["created_at"].to_numpy()
         dup["created_at"] = np.where(created == ZERO_TS, ZERO_TS, created + 1_000)
-        t["invoices"] = pd.concat([inv, dup], ignore_index=True)
-        label("duplicate_natural_key", "invoices", dup["invoice_id"].to_numpy(), dup["customer_id"].to_numpy())
-    return pd.concat(labels, ignore_index=True) if labels else empty
+        d.t["invoices"] = pd.concat([inv, dup], ignore_index=True)
+        d.label("duplicate_natural_key", "invoices", dup["invoice_id"].to_numpy(), dup["customer_id"].to_numpy())
 
 
 def _max_name(cid: int) -> str:
@@ -878,80 +911,94 @@ def seed(cfg: Config | None, customers: int, seed: int = 42, countries: dict[str
     t0 = time.monotonic()
     mix = _validate(customers, dirty_rate, first_customer_id, cfg, countries)  # before touching anything
     ensure_database(cfg)
-    counts = dict.fromkeys(BILLING_TABLES, 0)
-    dirty: dict[str, int] = dict.fromkeys(DIRTY_KINDS, 0)
-    load_s = wait_s = 0.0
     with connections.mysql_conn("mysql_admin", cfg) as conn:
-        with conn.cursor() as cur:
-            _session_for_bulk(cur)
-            if replace:
-                for name in (*reversed(BILLING_TABLES), "seed_dirty_rows"):
-                    cur.execute(f"TRUNCATE TABLE `{name}`")
-                start_ids = None
-            else:
-                cur.execute("SELECT COALESCE(MAX(customer_id), 0) FROM customers")
-                max_cid = int(cur.fetchone()[0])
-                if first_customer_id <= max_cid:
-                    raise ValueError(f"first_customer_id {first_customer_id} collides with existing customers "
-                                     f"(max customer_id {max_cid}); pass a larger one or replace=True")
-                start_ids = {}
-                for name in ("subscriptions", "plan_changes", "invoices", "payments", "balance_transactions"):
-                    cur.execute(f"SELECT COALESCE(MAX(`{ID_COLUMNS[name]}`), 0) FROM `{name}`")
-                    start_ids[name] = int(cur.fetchone()[0]) + 1
-            for cc in mix:
-                cur.execute("INSERT IGNORE INTO country_routing (country) VALUES (%s)", (cc,))
-        conn.commit()
-        counts["plans"] = load_frame(conn, "plans", plan_catalogue(), replace_rows=True)
-        # Pipeline: this thread generates and formats the next piece while one loader thread keeps the
-        # server busy with LOAD DATA (MySQLdb releases the GIL while the server works).
+        start_ids = _prepare_tables(conn, mix, replace, first_customer_id)
+        loader = _PipelinedLoader(conn)
+        loader.counts["plans"] = load_frame(conn, "plans", plan_catalogue(), replace_rows=True)
         t_data = time.monotonic()
-        pending: deque[tuple[str, str, Future[tuple[int, float]]]] = deque()
+        loader.run(generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
+                                   start_ids, cfg))
+        data_s = time.monotonic() - t_data
+    seconds = time.monotonic() - t0
+    counts = loader.counts
+    rows = sum(counts.values())
+    return SeedResult(customers=customers, seed=seed, counts=counts, dirty=loader.dirty, seconds=round(seconds, 3),
+                      generate_seconds=round(data_s - loader.wait_s, 3), load_seconds=round(loader.load_s, 3),
+                      rows=rows, rows_per_s=round(rows / seconds, 1) if seconds else 0.0,
+                      data_rows_per_s=round(rows / data_s, 1) if data_s else 0.0,
+                      database=cfg.mysql_database)
 
-        def timed_load(name: str, path: str) -> tuple[int, float]:
-            t = time.monotonic()
-            return load_file(conn, name, path), time.monotonic() - t
 
-        def drain(keep: int) -> None:
-            nonlocal load_s, wait_s
-            tw = time.monotonic()
-            while len(pending) > keep:
-                name, _, fut = pending.popleft()
-                n, dt = fut.result()
-                load_s += dt
-                if name != "seed_dirty_rows":
-                    counts[name] += n
-            wait_s += time.monotonic() - tw
+def _prepare_tables(conn, mix: dict[str, float], replace: bool, first_customer_id: int) -> dict[str, int] | None:
+    """Empty the billing tables (replace) or find the next free ids (append); routing rows for the mix.
+    Returns the first id of each table for an append, None for a replace."""
+    with conn.cursor() as cur:
+        _session_for_bulk(cur)
+        start_ids = None
+        if replace:
+            for name in (*reversed(BILLING_TABLES), "seed_dirty_rows"):
+                cur.execute(f"TRUNCATE TABLE `{name}`")
+        else:
+            cur.execute("SELECT COALESCE(MAX(customer_id), 0) FROM customers")
+            max_cid = int(cur.fetchone()[0])
+            if first_customer_id <= max_cid:
+                raise ValueError(f"first_customer_id {first_customer_id} collides with existing customers "
+                                 f"(max customer_id {max_cid}); pass a larger one or replace=True")
+            start_ids = {}
+            for name in ("subscriptions", "plan_changes", "invoices", "payments", "balance_transactions"):
+                cur.execute(f"SELECT COALESCE(MAX(`{ID_COLUMNS[name]}`), 0) FROM `{name}`")
+                start_ids[name] = int(cur.fetchone()[0]) + 1
+        for cc in mix:
+            cur.execute("INSERT IGNORE INTO country_routing (country) VALUES (%s)", (cc,))
+    conn.commit()
+    return start_ids
 
+
+class _PipelinedLoader:
+    """This thread generates and formats the next piece while one loader thread keeps the server busy with
+    LOAD DATA (MySQLdb releases the GIL while the server works); at most ~2 formatted pieces wait on disk."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.counts: dict[str, int] = dict.fromkeys(BILLING_TABLES, 0)
+        self.dirty: dict[str, int] = dict.fromkeys(DIRTY_KINDS, 0)
+        self.load_s = self.wait_s = 0.0
+        self.pending: deque[tuple[str, str, Future[tuple[int, float]]]] = deque()
+
+    def _timed_load(self, name: str, path: str) -> tuple[int, float]:
+        t = time.monotonic()
+        return load_file(self.conn, name, path), time.monotonic() - t
+
+    def _drain(self, keep: int) -> None:
+        tw = time.monotonic()
+        while len(self.pending) > keep:
+            name, _, fut = self.pending.popleft()
+            n, dt = fut.result()
+            self.load_s += dt
+            if name != "seed_dirty_rows":
+                self.counts[name] += n
+        self.wait_s += time.monotonic() - tw
+
+    def run(self, chunks: Iterable[Generated]) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm-seed-load") as pool:
             try:
-                for g in generate_chunks(customers, seed, countries, dirty_rate, as_of, first_customer_id,
-                                         start_ids, cfg):
-                    frames = [*((name, g.tables[name]) for name in BILLING_TABLES[1:]),
-                              ("seed_dirty_rows", g.dirty)]
+                for g in chunks:
+                    frames = [*((name, g.tables[name]) for name in BILLING_TABLES[1:]), ("seed_dirty_rows", g.dirty)]
                     for kind, n in g.dirty["kind"].value_counts().items():
-                        dirty[str(kind)] += int(n)
+                        self.dirty[str(kind)] += int(n)
                     for name, df in frames:
                         for lo in range(0, len(df), LOAD_PIECE_ROWS):
                             path = write_tsv(name, df.iloc[lo:lo + LOAD_PIECE_ROWS])
                             if path:
-                                pending.append((name, path, pool.submit(timed_load, name, path)))
-                                drain(keep=2)  # at most ~2 formatted pieces waiting on disk
-                    drain(keep=2)
-                drain(keep=0)
+                                self.pending.append((name, path, pool.submit(self._timed_load, name, path)))
+                                self._drain(keep=2)
+                    self._drain(keep=2)
+                self._drain(keep=0)
             except BaseException:
-                for _, path, fut in pending:
+                for _, path, fut in self.pending:
                     if fut.cancel() and os.path.exists(path):
                         os.unlink(path)  # never started: its temp file is ours to remove
                 raise
-        data_s = time.monotonic() - t_data
-        gen_s = data_s - wait_s
-    seconds = time.monotonic() - t0
-    rows = sum(counts.values())
-    return SeedResult(customers=customers, seed=seed, counts=counts, dirty=dirty, seconds=round(seconds, 3),
-                      generate_seconds=round(gen_s, 3), load_seconds=round(load_s, 3), rows=rows,
-                      rows_per_s=round(rows / seconds, 1) if seconds else 0.0,
-                      data_rows_per_s=round(rows / data_s, 1) if data_s else 0.0,
-                      database=cfg.mysql_database)
 
 
 # ------------------------------------------------------------------------------------------ checks
