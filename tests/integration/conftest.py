@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -51,3 +52,59 @@ def s3(cfg):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
                 client.delete_objects(Bucket=cfg.s3_bucket, Delete={"Objects": keys})
+
+
+# ------------------------------------------------------------------------------------------ shared data fixtures
+# Factories (session scope, so module-scoped fixtures can use them): every module reseeds and resets the
+# routing the same way. Other modules of the session may have frozen or cut over countries, and a frozen
+# country's guard triggers refuse writes, so a module that seeds starts with `reset_routing()`.
+@pytest.fixture(scope="session")
+def reset_routing(cfg, legacy_db) -> Callable[..., list[str]]:
+    """`reset_routing(reason=...)`: every country back to legacy and writable, through the write gate (each
+    frozen or cut-over country gets a `reset` event); returns those countries."""
+    from billing_migration.stores import write_gate
+
+    def reset(reason: str = "test starts from a clean slate") -> list[str]:
+        return write_gate.reset_routing(cfg, "pytest", reason)
+
+    return reset
+
+
+@pytest.fixture(scope="session")
+def set_routing(cfg, legacy_db) -> Callable[..., None]:
+    """`set_routing(country, serving, frozen, cutover_at=None)`: write a routing row as-is (no gate, no
+    guard triggers): the state a nightly or generator test starts from."""
+    from tests.integration import fixture_data
+
+    return lambda country, serving, frozen, cutover_at=None: fixture_data.set_routing(
+        cfg, country, serving, frozen, cutover_at)
+
+
+@pytest.fixture(scope="session")
+def reset_stores(cfg, legacy_db, cassandra_ks) -> Callable[[], None]:
+    """`reset_stores()`: empty every legacy table (routing included) and the session's Cassandra tables."""
+    from tests.integration import fixture_data
+
+    return lambda: fixture_data.reset_stores(cfg)
+
+
+@pytest.fixture(scope="session")
+def reseed(cfg, legacy_db, reset_routing) -> Callable[..., object]:
+    """`reseed(customers, countries=None, seed=42, **generator_kwargs)`: routing reset, then the legacy
+    database replaced by generator.seed's deterministic data; returns its SeedResult."""
+    from billing_migration.devtools import generator
+
+    def _reseed(customers: int, countries: dict[str, float] | None = None, seed: int = 42, **kw):
+        reset_routing("reseed")
+        return generator.seed(cfg, customers, seed=seed, countries=countries, **kw)
+
+    return _reseed
+
+
+@pytest.fixture(scope="session")
+def seed_customers(cfg, legacy_db) -> Callable[..., list[int]]:
+    """`seed_customers(country, n, base, n_inv=3)`: fixture_data's hand-written customers (ids base..base+n-1,
+    countries migration.yaml does not configure) added to the legacy database; returns the ids."""
+    from tests.integration import fixture_data
+
+    return lambda country, n, base, n_inv=3: fixture_data.seed(cfg, country, n, base, n_inv)

@@ -68,3 +68,36 @@ def count(cfg, sql: str, params: tuple) -> int:
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as c:
         c.execute(sql, params)
         return int(c.fetchone()[0])
+
+
+# ------------------------------------------------------------------------------------------ store state
+# Plain functions behind the conftest fixtures (reset_stores, set_routing), also importable by helpers.
+def set_routing(cfg, country: str, serving: str, frozen: int, cutover_at: dt.datetime | None = None) -> None:
+    """Write a country's routing row as-is (no gate, no event): the state a nightly test starts from."""
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO country_routing (country, serving_store, writes_frozen, cutover_at) "
+                    "VALUES (%s,%s,%s,%s) ON DUPLICATE KEY UPDATE serving_store=VALUES(serving_store), "
+                    "writes_frozen=VALUES(writes_frozen), cutover_at=VALUES(cutover_at)",
+                    (country, serving, frozen, cutover_at))
+        conn.commit()
+
+
+def clear_routing(cfg) -> None:
+    """Leave no frozen country behind: the guard triggers would refuse the next test module's seeding."""
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM country_routing")
+        conn.commit()
+
+
+def reset_stores(cfg) -> None:
+    """Empty every legacy table (routing included) and the session's Cassandra tables."""
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for t in reversed(schema.TABLES):
+            cur.execute(f"TRUNCATE TABLE `{t.name}`")
+        cur.execute("DELETE FROM country_routing")
+        cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+        conn.commit()
+    with connections.cassandra_session(cfg) as s:
+        for table in ("customer_billing", "plans", "customers_by_country"):
+            s.execute(f"TRUNCATE {table}", timeout=120)

@@ -160,7 +160,7 @@ def test_every_corruption_is_reported_with_kind_table_key_field(stores, s3):
     assert not any("kund" in str(v) or "secret" in str(v) for v in table.column("target_value").to_pylist())
 
 
-def test_pipeline_output_compares_clean(stores):
+def test_pipeline_output_compares_clean(stores, seed_customers):
     """Through the real export -> transform -> load path: the comparator agrees with a correct migration."""
     from billing_migration.country import export, load, transform
 
@@ -168,7 +168,7 @@ def test_pipeline_output_compares_clean(stores):
 
     cfg, _ = stores
     cc, base, n, run = "KR", fixture_data.BASE + 850_000, 8, "manual__compare_e2e"  # KRW: no minor units
-    fixture_data.seed(cfg, cc, n, base, n_inv=2)
+    seed_customers(cc, n, base, n_inv=2)
     chunk = {"chunk": 0, "lo": base, "hi": base + n - 1, "customers": n}
     export.export_plans(cfg, cc, run)
     export.export_chunk(cfg, cc, run, chunk)

@@ -19,9 +19,9 @@ PT_BASE, PL_BASE = fixture_data.BASE + 1000, fixture_data.BASE + 5000
 
 
 @pytest.fixture(scope="module")
-def seeded(cfg, legacy_db, s3):
-    pt = fixture_data.seed(cfg, "PT", 30, PT_BASE)
-    pl = fixture_data.seed(cfg, "PL", 12, PL_BASE)
+def seeded(cfg, s3, seed_customers):
+    pt = seed_customers("PT", 30, PT_BASE)
+    pl = seed_customers("PL", 12, PL_BASE)
     # a zero date the driver cannot represent, in a PL invoice (PL is only read by the zero-date test)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
         c.execute("UPDATE invoices SET created_at = '0000-00-00 00:00:00.000' WHERE invoice_id = %s",

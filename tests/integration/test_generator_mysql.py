@@ -31,14 +31,13 @@ def _scalar(cfg, sql: str, args=None):
 
 
 @pytest.fixture(scope="module")
-def seeded(cfg, legacy_db):
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO country_routing (country, serving_store, writes_frozen) VALUES ('NZ', "
-                    "'cassandra', 1) ON DUPLICATE KEY UPDATE serving_store = 'cassandra', writes_frozen = 1")
-        conn.commit()
+def seeded(cfg, reset_routing, set_routing):
+    reset_routing()
+    set_routing("NZ", "cassandra", 1)  # seed must leave routing alone (checked below)
     res = generator.seed(cfg, N, seed=SEED, dirty_rate=RATE, as_of=AS_OF)
     mem = generator.generate(N, seed=SEED, dirty_rate=RATE, as_of=AS_OF, cfg=cfg)
-    return res, mem, generator.legacy_checksums(cfg)
+    yield res, mem, generator.legacy_checksums(cfg)
+    reset_routing("test_generator_mysql leaves no country cut over")
 
 
 def _labelled(cfg, kind: str, table: str) -> int:

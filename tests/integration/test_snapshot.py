@@ -16,6 +16,8 @@ import pytest
 from billing_migration.nightly import reconcile, renewal, snapshot
 from billing_migration.stores import connections, s3io, schema
 
+from tests.integration import fixture_data
+
 CURRENCY = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "BR": "BRL", "JP": "JPY", "CA": "CAD",
             "NL": "EUR", "SE": "SEK", "NZ": "NZD", "CH": "CHF", "IE": "EUR", "MX": "MXN", "IN": "INR"}
 PRICES = (Decimal("7.9900"), Decimal("12.4900"), Decimal("19.9900"))
@@ -121,34 +123,9 @@ def write_cassandra(cfg, rows: dict[str, list[dict[str, Any]]], run_id: str = "t
             execute_concurrent_with_args(s, st, args, concurrency=64, raise_on_first_error=True)
 
 
-def set_routing(cfg, country: str, serving: str, frozen: int, cutover_at: dt.datetime | None = None) -> None:
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO country_routing (country, serving_store, writes_frozen, cutover_at) "
-                    "VALUES (%s,%s,%s,%s) ON DUPLICATE KEY UPDATE serving_store=VALUES(serving_store), "
-                    "writes_frozen=VALUES(writes_frozen), cutover_at=VALUES(cutover_at)",
-                    (country, serving, frozen, cutover_at))
-        conn.commit()
-
-
-def reset_stores(cfg) -> None:
-    """Empty billing tables, routing and the Cassandra tables of this session (other test files seed too)."""
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-        for t in reversed(schema.TABLES):
-            cur.execute(f"TRUNCATE TABLE `{t.name}`")
-        cur.execute("DELETE FROM country_routing")
-        cur.execute("SET FOREIGN_KEY_CHECKS = 1")
-        conn.commit()
-    with connections.cassandra_session(cfg) as s:
-        for table in ("customer_billing", "plans", "customers_by_country"):
-            s.execute(f"TRUNCATE {table}", timeout=120)
-
-
-def clear_routing(cfg) -> None:
-    """Leave no frozen country behind: the guard triggers would refuse the next test module's seeding."""
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM country_routing")
-        conn.commit()
+# The store resets live in fixture_data (conftest's fixtures wrap them); test_nightly_dag calls them as data.*.
+clear_routing = fixture_data.clear_routing
+reset_stores = fixture_data.reset_stores
 
 
 def seed_both(cfg, country: str, n: int, first_id: int) -> dict[str, list[dict[str, Any]]]:
@@ -186,14 +163,14 @@ def differences(cfg, s3, result) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def seeded(cfg, legacy_db, cassandra_ks, s3):
-    reset_stores(cfg)
+def seeded(cfg, s3, reset_stores, set_routing):
+    reset_stores()
     data = {US: seed_both(cfg, US, 120, 10_000), GB: seed_both(cfg, GB, 60, 20_000),
             CA: seed_both(cfg, CA, 40, 30_000)}
-    set_routing(cfg, US, "legacy", 1)                 # frozen, not yet cut over: MySQL is the truth
-    set_routing(cfg, GB, "cassandra", 1, CUTOVER)     # cut over: Cassandra is the truth
-    set_routing(cfg, CA, "legacy", 1)
-    set_routing(cfg, FR, "legacy", 1)                 # frozen but nothing there: absence of expected state
+    set_routing(US, "legacy", 1)                 # frozen, not yet cut over: MySQL is the truth
+    set_routing(GB, "cassandra", 1, CUTOVER)     # cut over: Cassandra is the truth
+    set_routing(CA, "legacy", 1)
+    set_routing(FR, "legacy", 1)                 # frozen but nothing there: absence of expected state
     yield data
     clear_routing(cfg)
 
@@ -295,7 +272,7 @@ def test_injected_drift_is_reported_per_customer_and_kind_and_fixed_by_resync(cf
     assert res2["ok"], res2["problems"]
 
 
-def test_after_cutover_new_cassandra_writes_pass_but_legacy_writes_are_drift(cfg, s3, seeded):
+def test_after_cutover_new_cassandra_writes_pass_but_legacy_writes_are_drift(cfg, s3, seeded, set_routing):
     new_invoice = 20_000 * 10 + 9
     with connections.cassandra_session(cfg) as s:
         s.execute("INSERT INTO customer_billing (customer_id, entity_type, entity_id, subscription_id, "
@@ -304,12 +281,12 @@ def test_after_cutover_new_cassandra_writes_pass_but_legacy_writes_are_drift(cfg
                   (20_000, new_invoice, 20_000 * 10 + 1, dt.date(2026, 11, 2), dt.date(2026, 12, 2),
                    Decimal("7.9900"), Decimal("0.7990"), _ts(2026, 11, 2), _ts(2026, 11, 2)))
     # A writer that bypassed the gate (simulated by lifting the routing row the guard triggers read).
-    set_routing(cfg, GB, "legacy", 0)
+    set_routing(GB, "legacy", 0)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
         cur.execute("UPDATE customers SET email='changed@example.org', updated_at=%s WHERE customer_id=%s",
                     (_ts(2026, 11, 2), 20_001))
         conn.commit()
-    set_routing(cfg, GB, "cassandra", 1, CUTOVER)
+    set_routing(GB, "cassandra", 1, CUTOVER)
     day = dt.date(2026, 11, 5)
     take_snapshots(cfg, day, [GB])
     res = run_reconcile(cfg, day, GB)
