@@ -451,7 +451,7 @@ def _read_target(session, prepared, ids: list[int]) -> dict[int, list[tuple]]:
     """Raw rows (tuples in _TARGET_COLS order, clustering order) of each partition of `ids` that exists.
 
     Partitions are read TARGET_BATCH at a time with `customer_id IN ?` (READ_CONCURRENCY queries in
-    flight): one request per partition cost ~2.5x more time in request overhead on both ends than the rows
+    flight): one request per partition costs more in request overhead on both ends than the rows
     themselves (BENCHMARKS.md)."""
     from cassandra.concurrent import execute_concurrent_with_args
 
@@ -519,8 +519,8 @@ def _row_selector(col: str) -> str:
 
 def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> TargetRaw:
     """Static parts and entity rows of the partitions of `ids`, TARGET_BATCH partitions per query
-    (READ_CONCURRENCY queries in flight). One request per partition cost ~2.5x more time in request
-    overhead on both ends than the rows themselves (BENCHMARKS.md)."""
+    (READ_CONCURRENCY queries in flight): one request per partition costs more in request overhead on both
+    ends than the rows themselves (BENCHMARKS.md)."""
     from cassandra.concurrent import execute_concurrent
 
     raw = TargetRaw()

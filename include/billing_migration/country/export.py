@@ -6,8 +6,8 @@ Why it is built this way:
 - A chunk is read with the read-only `mysql_export` role inside ONE `START TRANSACTION WITH CONSISTENT
   SNAPSHOT, READ ONLY`: the six tables of a chunk are one point in time even if a writer slipped past the
   gate. That needs a single connection, hence the default engine is mysqlclient with a server-side cursor
-  (SSCursor); connectorx (`engine="connectorx"`, ~10x faster) opens its own connection per query and so
-  cannot share the snapshot: only use it for a frozen country.
+  (SSCursor); connectorx (`engine="connectorx"`, faster: BENCHMARKS.md) opens its own connection per query
+  and so cannot share the snapshot: only use it for a frozen country.
 - Streaming: rows arrive in batches of `batch_rows`, each batch becomes an Arrow record batch written through
   the shared writer (s3io.ParquetUpload, one row group per batch), so memory is bounded by the batch.
 - DATETIME/DATE/DECIMAL columns are selected as text (`CAST(col AS CHAR)`) and converted vectorised with an
