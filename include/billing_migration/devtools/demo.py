@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     run = dag.test(run_conf={"country": country})
     print(f"== DAG run {run.run_id} ended {run.state} in {time.time() - t0:.1f} s")
     key = s3io.run_prefix(cfg, country, run.run_id) + "report.json"
-    rep = s3io.get_json(connections.s3_client(cfg), cfg.s3_bucket, key)
+    rep = s3io.get_json(s3io.client(cfg), cfg.s3_bucket, key)
     print(report.render(rep))
     return 0 if str(run.state) in ("success", "DagRunState.SUCCESS") else 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from billing_migration.config import Config, load_config
-from billing_migration.stores import connections, schema
+from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def ensure_keyspace(cfg: Config) -> int:
 
 def ensure_bucket(cfg: Config) -> None:
     """Create the configured S3 bucket if missing (the namespace's prefix needs no creation)."""
-    s3 = connections.s3_client(cfg)
+    s3 = s3io.client(cfg)
     if cfg.s3_bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=cfg.s3_bucket)
 
