@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from billing_migration.config import Config, load_config
-from billing_migration.stores import connections, schema
+from billing_migration.stores import connections, schema, write_gate
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def ensure_all(cfg: Config | None = None) -> dict[str, object]:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{cfg.mysql_database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     with connections.mysql_conn("mysql_admin", cfg) as conn:
         legacy = schema.apply_legacy_schema(conn)
+    write_gate.prepare(cfg)  # guard triggers exist before anything can be frozen
     with connections.cassandra_session(cfg, keyspace=False) as session:
         target = schema.apply_cassandra_schema(session, cfg.cassandra_keyspace)
     s3 = connections.s3_client(cfg)
