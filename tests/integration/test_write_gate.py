@@ -332,18 +332,27 @@ class _OtherCountryWriter(threading.Thread):
                 time.sleep(0.005)
 
 
-def test_other_countries_writes_never_fail_from_prepare_to_first_freeze_and_unfreeze(fresh_db):
+def _guard_triggers(cfg) -> int:
+    with connections.mysql_conn("mysql_gate", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() "
+                    "AND TRIGGER_NAME LIKE 'bm\\_gate\\_%%'")
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.parametrize("explicit_prepare", [True, False], ids=["prepare-then-freeze", "first-freeze-prepares"])
+def test_other_countries_writes_never_fail_on_a_fresh_database(fresh_db, explicit_prepare):
+    """Install the gate (explicitly, or by the very first freeze) while another country's transactions write."""
     cfg = fresh_db
-    assert len(write_gate.missing_triggers(cfg)) == 21  # a fresh database: no gate yet
+    assert _guard_triggers(cfg) == 0  # a fresh database: no gate yet
     writer = _OtherCountryWriter(cfg)
     writer.start()
     try:
         time.sleep(0.5)
-        prepared = write_gate.prepare(cfg)
-        assert len(prepared.installed) == 21 and write_gate.missing_triggers(cfg) == []
-        time.sleep(0.3)
+        if explicit_prepare:
+            assert len(write_gate.prepare(cfg).installed) == 21
+            time.sleep(0.3)
         out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=10)
-        assert out["writes_frozen"] is True and out["prepared"] == []  # the freeze itself ran no DDL
+        assert out["writes_frozen"] is True and _guard_triggers(cfg) == 21
         with pytest.raises(Exception, match="are frozen"):
             _app(cfg, "UPDATE customers SET email = 'x@x.io' WHERE customer_id = %s", (BASE,))
         time.sleep(0.3)
@@ -365,8 +374,11 @@ def test_freeze_without_the_gate_refuses_instead_of_running_ddl(fresh_db):
         write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5, prepare_if_needed=False)
     assert write_gate.status(cfg, FROZEN).writes_frozen is False
     assert len(write_gate.missing_triggers(cfg)) == 21  # nothing installed behind the caller's back
-    assert write_gate.prepare(cfg).installed and write_gate.prepare(cfg).installed == ()  # idempotent
-    assert write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5, prepare_if_needed=False)["writes_frozen"]
+    out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)  # default: prepare first, then lock
+    assert out["writes_frozen"] and len(out["prepared"]) == 21
+    assert write_gate.prepare(cfg).installed == ()  # idempotent
+    again = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5, prepare_if_needed=False)
+    assert again["already_frozen"] and again["prepared"] == []
     write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="test")
 
 
