@@ -148,3 +148,25 @@ def test_drop_namespace_refuses_the_default_namespace(capsys):
     assert "PRODUCTION" in capsys.readouterr().err
     with pytest.raises(ops.OpsError, match="i-mean-production"):
         ops.drop_namespace("")
+
+
+def _password(conn: str) -> str | None:
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    return json.loads(conn).get("password") if conn.startswith("{") else unquote(urlsplit(conn).password or "")
+
+
+def test_scripts_bm_wrapper_runs_the_cli_without_printing_secrets(crashed):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([str(root / "scripts" / "bm"), "status", CC], capture_output=True, text=True, timeout=300,
+                         env=os.environ.copy(), check=False)
+    assert res.returncode == 0, res.stderr
+    assert f"{CC}  legacy" in res.stdout and RUN in res.stdout
+    secrets = [_password(v) for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_BILLING_")]
+    secrets = [s for s in secrets if s and len(s) > 4]
+    assert secrets and not any(s in res.stdout + res.stderr for s in secrets)
