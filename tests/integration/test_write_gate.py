@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import pytest
-from billing_migration.stores import connections, write_gate
-from billing_migration.stores.write_gate import WriteGateError
+from billing_migration.stores import connections, schema, write_gate
+from billing_migration.stores.write_gate import RoutingStatus, WriteGateError
 
 FROZEN, OTHER = "LU", "MT"  # countries no generator or other fixture seeds
 RUN = "manual__2026-11-23T19:40:00+00:00"
@@ -39,10 +40,10 @@ def _seed(cfg) -> None:
 @pytest.fixture
 def gate(cfg, legacy_db):
     _seed(cfg)
+    write_gate.prepare(cfg)
     yield cfg
     for cc in (FROZEN, OTHER):
-        st = write_gate.status(cfg, cc)
-        if st["writes_frozen"] or st["serving_store"] == "cassandra":
+        if write_gate.status(cfg, cc).legacy_frozen:
             write_gate.unfreeze(cfg, cc, "pytest", RUN, reason="test teardown", force_rollback=True)
 
 
@@ -188,7 +189,7 @@ def test_freeze_times_out_clearly_and_leaves_the_country_writable(gate):
             write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=2)
         assert 1.5 < time.monotonic() - t0 < 15
         app.commit()  # the in-flight writer is not harmed
-    assert write_gate.status(cfg, FROZEN)["writes_frozen"] is False
+    assert write_gate.status(cfg, FROZEN).writes_frozen is False
     assert _app(cfg, "UPDATE customers SET full_name = 'After' WHERE customer_id = %s", (BASE,)) == 1
     assert write_gate.events(cfg, FROZEN, limit=1)[0]["action"] == "freeze_timeout"
 
@@ -218,7 +219,7 @@ def test_cutover_keeps_legacy_frozen_and_flips_routing(gate):
     assert out["serving_store"] == "cassandra" and out["cutover_run_id"] == RUN and out["cutover_at"]
     assert write_gate.cutover(cfg, FROZEN, "pytest", RUN)["already_cut_over"] is True
     assert write_gate.routing(cfg)[FROZEN] == "cassandra"
-    assert write_gate.status(cfg, "us")["serving_store"] == "legacy"  # no row: legacy, writable
+    assert write_gate.status(cfg, "us").serving_store == "legacy"  # no row: legacy, writable
     with pytest.raises(Exception, match="served by cassandra"):
         _app(cfg, "UPDATE payments SET status = 'failed' WHERE payment_id = %s", (BASE,))
     assert write_gate.freeze(cfg, FROZEN, "pytest", RUN)["serving_store"] == "cassandra"  # no-op
@@ -237,13 +238,13 @@ def test_bad_input_is_refused(gate):
         write_gate.freeze(cfg, FROZEN, " ", RUN)
     with pytest.raises(WriteGateError, match="reason"):
         write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="")
-    assert write_gate.status(cfg, FROZEN)["writes_frozen"] is False
+    assert write_gate.status(cfg, FROZEN).writes_frozen is False
 
 
 def test_read_committed_writer_of_a_country_without_routing_row_is_waited_for(gate):
     cfg = gate
     cc, cid = "NO", BASE + 900
-    assert write_gate.status(cfg, cc)["has_row"] is False
+    assert write_gate.status(cfg, cc).has_row is False
     done: dict = {}
     try:
         with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
@@ -285,3 +286,127 @@ def test_reset_routing_makes_every_country_writable_again(gate):
     assert set(write_gate.routing(cfg).values()) == {"legacy"}
     assert _app(cfg, "UPDATE plans SET price = price + 1 WHERE plan_id = %s", (7000,)) == 1
     assert write_gate.events(cfg, FROZEN, limit=1)[0]["action"] == "reset"
+
+
+# ------------------------------------------------------------------------------------------ prepare (issue 9, #10)
+@pytest.fixture
+def fresh_db(cfg, legacy_db):
+    """A second legacy database of this session with the schema but no guard triggers, seeded."""
+    fresh = dataclasses.replace(cfg, mysql_database=f"{cfg.mysql_database}_fresh")
+    with connections.mysql_conn("mysql_admin", fresh, database="", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{fresh.mysql_database}`")
+        cur.execute(f"CREATE DATABASE `{fresh.mysql_database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    with connections.mysql_conn("mysql_admin", fresh) as conn:
+        schema.apply_legacy_schema(conn)
+    _seed(fresh)
+    yield fresh
+    with connections.mysql_conn("mysql_admin", fresh, database="", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{fresh.mysql_database}`")
+
+
+class _OtherCountryWriter(threading.Thread):
+    """The legacy application writing OTHER's billing rows in multi-statement transactions at a steady rate."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(daemon=True)
+        self.cfg, self.stop, self.committed, self.errors = cfg, threading.Event(), 0, []
+
+    def run(self) -> None:
+        cid = BASE + 1  # OTHER's seeded customer
+        with connections.mysql_conn("mysql_app", self.cfg) as conn, conn.cursor() as cur:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                try:
+                    cur.execute("UPDATE customers SET full_name = %s WHERE customer_id = %s", (f"n{n}", cid))
+                    cur.execute("INSERT INTO invoices VALUES (%s,%s,%s,'2026-03-01','2026-03-31',5,0,'EUR',"
+                                "'pending','2026-03-01','2026-03-01')", (BASE + 20_000 + n, cid, cid))
+                    cur.execute("UPDATE subscriptions SET status = 'active' WHERE subscription_id = %s", (cid,))
+                    cur.execute("INSERT INTO balance_transactions VALUES (%s,%s,'promo_credit',1,'EUR',NULL,NULL,"
+                                "'2026-02-01','2026-02-01')", (BASE + 20_000 + n, cid))
+                    conn.commit()
+                    self.committed += 1
+                except Exception as exc:  # any failure of another country's write is the defect
+                    conn.rollback()
+                    self.errors.append(repr(exc))
+                time.sleep(0.005)
+
+
+def _guard_triggers(cfg) -> int:
+    with connections.mysql_conn("mysql_gate", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() "
+                    "AND TRIGGER_NAME LIKE 'bm\\_gate\\_%%'")
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.parametrize("explicit_prepare", [True, False], ids=["prepare-then-freeze", "first-freeze-prepares"])
+def test_other_countries_writes_never_fail_on_a_fresh_database(fresh_db, explicit_prepare):
+    """Install the gate (explicitly, or by the very first freeze) while another country's transactions write."""
+    cfg = fresh_db
+    assert _guard_triggers(cfg) == 0  # a fresh database: no gate yet
+    writer = _OtherCountryWriter(cfg)
+    writer.start()
+    try:
+        time.sleep(0.5)
+        if explicit_prepare:
+            assert len(write_gate.prepare(cfg).installed) == 21
+            time.sleep(0.3)
+        out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=10)
+        assert out["writes_frozen"] is True and _guard_triggers(cfg) == 21
+        with pytest.raises(Exception, match="are frozen"):
+            _app(cfg, "UPDATE customers SET email = 'x@x.io' WHERE customer_id = %s", (BASE,))
+        time.sleep(0.3)
+        write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="test")
+        time.sleep(0.3)
+    finally:
+        writer.stop.set()
+        writer.join(timeout=30)
+    assert writer.errors == []
+    assert writer.committed >= 20
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM invoices WHERE invoice_id > %s", (BASE + 20_000,))
+        assert cur.fetchone()[0] == writer.committed  # every acknowledged write is there
+
+
+def test_freeze_without_the_gate_refuses_instead_of_running_ddl(fresh_db):
+    cfg = fresh_db
+    with pytest.raises(WriteGateError, match=r"not installed .*scripts/bm prepare.*nothing was frozen"):
+        write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5, prepare_if_needed=False)
+    assert write_gate.status(cfg, FROZEN).writes_frozen is False
+    assert len(write_gate.missing_triggers(cfg)) == 21  # nothing installed behind the caller's back
+    out = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)  # default: prepare first, then lock
+    assert out["writes_frozen"] and len(out["prepared"]) == 21
+    assert write_gate.prepare(cfg).installed == ()  # idempotent
+    again = write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5, prepare_if_needed=False)
+    assert again["already_frozen"] and again["prepared"] == []
+    write_gate.unfreeze(cfg, FROZEN, "pytest", RUN, reason="test")
+
+
+def test_prepare_waits_for_a_quiet_moment_instead_of_queueing_writers(fresh_db):
+    cfg = fresh_db
+    with connections.mysql_conn("mysql_app", cfg) as app, app.cursor() as cur:
+        cur.execute("UPDATE customers SET full_name = 'Open' WHERE customer_id = %s", (BASE + 1,))
+        t0 = time.monotonic()
+        with pytest.raises(WriteGateError, match="could not install guard trigger bm_gate_customers_"):
+            write_gate.prepare(cfg, timeout_s=2)
+        assert time.monotonic() - t0 < 10
+        # the open transaction was never blocked nor killed by the attempts: it goes on and commits
+        cur.execute("UPDATE customers SET email = 'still@x.io' WHERE customer_id = %s", (BASE + 1,))
+        app.commit()
+    assert write_gate.prepare(cfg, timeout_s=10).retries >= 0 and write_gate.missing_triggers(cfg) == []
+
+
+def test_status_is_a_typed_record_with_a_transitional_dict_shim(gate):
+    cfg = gate
+    write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
+    st = write_gate.status(cfg, FROZEN)
+    assert isinstance(st, RoutingStatus) and st.writes_frozen and st.freeze_run_id == RUN and st.has_row
+    assert st.legacy_frozen and not st.cut_over and st.run_id == RUN
+    assert st["writes_frozen"] is True and st.get("serving_store") == "legacy" and st.get("nope", 1) == 1
+    with pytest.raises(KeyError):
+        st["nope"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.writes_frozen = False  # type: ignore[misc]
+    assert st.as_dict()["freeze_run_id"] == RUN
+    assert [s.country for s in write_gate.statuses(cfg, [FROZEN, "US"])] == [FROZEN, "US"]
+    assert write_gate.statuses(cfg, ["US"])[0] == RoutingStatus(country="US")

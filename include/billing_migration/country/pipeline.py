@@ -113,8 +113,9 @@ def step(cfg: Config, country: str, run_id: str, name: str, fn: Callable[[], dic
 def check_routing(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
     """An already cut-over country is a safe no-op: re-migrating from the frozen legacy copy would overwrite
     writes made on Cassandra since the cut-over."""
+    write_gate.prepare(cfg)  # install the gate here, outside any freeze: freeze() never runs DDL mid-lock
     st = write_gate.status(cfg, country)
-    return {"already_migrated": st.get("serving_store") == "cassandra", "status": st}
+    return {"already_migrated": st.cut_over, "status": st.as_dict()}
 
 
 def disable_writes(cfg: Config, p: RunParams, run_id: str) -> dict[str, Any]:

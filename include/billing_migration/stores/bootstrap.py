@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from billing_migration.config import Config, load_config
-from billing_migration.stores import connections, s3io, schema
+from billing_migration.stores import connections, s3io, schema, write_gate
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def ensure_bucket(cfg: Config) -> None:
 def ensure_all(cfg: Config | None = None) -> dict[str, object]:
     cfg = cfg or load_config()
     legacy = ensure_legacy_database(cfg)
+    write_gate.prepare(cfg)  # guard triggers exist before anything can be frozen
     target = ensure_keyspace(cfg)
     ensure_bucket(cfg)
     out = {"mysql_database": cfg.mysql_database, "legacy_schema_version": legacy,

@@ -17,13 +17,16 @@ Why it is built this way:
   snapshot and let its rows through. Cost: a transaction that updates a child row and then its customer
   can wait for (or, rarely, deadlock with) a concurrent update of that customer; InnoDB resolves it and
   the application retries as for any deadlock. Measured: ~20 µs per written row (50k rows/s single UPDATE).
-- Writers that hold no such lock (writes from before the triggers existed, READ COMMITTED sessions writing a
-  country that had no routing row): in those two cases only, after the freeze commits, freeze() polls
-  information_schema.INNODB_TRX for transactions in this database older than the freeze that modified rows
-  and waits for them within the same timeout (in the steady state it never waits for other countries).
-  On timeout the freeze is undone and a clear error raised.
-- Triggers are created once per table and operation (`CREATE OR REPLACE` only when missing or of an older
-  version): trigger DDL takes a metadata lock on the table, which itself waits for open transactions.
+- The gate is installed ahead of time by `prepare()` (bootstrap, the DAG's check_routing step, `scripts/bm
+  prepare`), never inside a freeze: trigger DDL flushes the table, and a multi-statement transaction of ANY
+  country that opens a flushed table is killed with ER_LOCK_DEADLOCK (1213). `prepare()` therefore creates
+  each trigger with `lock_wait_timeout = 0` and retries: the DDL only proceeds at an instant when no
+  transaction holds the table, so it never queues writers behind it nor flushes a table anyone has open.
+  The same rule means no open transaction holds an unguarded write once `prepare()` returns.
+- A writer that holds no lock on the routing row (a READ COMMITTED session writing a country that had no
+  routing row): in that case only, after the freeze commits, freeze() polls information_schema.INNODB_TRX
+  for transactions in this database older than the freeze that modified rows and waits for them within
+  the same timeout. On timeout the freeze is undone and a clear error raised.
 - Routing lives next to the data because the legacy application reads it; every action is an event row in
   `write_gate_events` (who, which run, why).
 """
@@ -31,7 +34,9 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
+import random
 import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,31 +111,82 @@ BEGIN
 END"""
 
 
-def ensure_triggers(cfg: Config, lock_wait_timeout_s: int = 30) -> list[str]:
-    """Create the guard triggers that are missing or outdated; returns the names (re)created."""
-    created: list[str] = []
+@dataclass(frozen=True)
+class PrepareResult:
+    """The guard triggers `prepare()` (re)installed (empty when the gate was ready) and how long it took."""
+
+    installed: tuple[str, ...]
+    retries: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "installed": list(self.installed)}
+
+
+def _trigger_bodies(cur) -> dict[str, str]:
+    cur.execute("SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME LIKE 'bm\\_gate\\_%%'")
+    return {name: body or "" for name, body in cur.fetchall()}
+
+
+def _stale(have: dict[str, str]) -> list[tuple[Table, str]]:
+    """(table, operation) of every guard trigger missing or of an older version."""
+    return [(t, op) for t in TABLES for op in _OPS if TRIGGER_VERSION not in have.get(trigger_name(t.name, op), "")]
+
+
+def missing_triggers(cfg: Config) -> list[str]:
+    """Names of the guard triggers that are missing or outdated (empty: the gate is installed)."""
     with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute("SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
-                    "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME LIKE 'bm\\_gate\\_%%'")
-        have = {name: body for name, body in cur.fetchall()}
-        cur.execute("SET SESSION lock_wait_timeout = %s", (int(lock_wait_timeout_s),))
-        for table in TABLES:
-            for op in _OPS:
-                name = trigger_name(table.name, op)
-                if TRIGGER_VERSION in (have.get(name) or ""):
-                    continue
-                try:
-                    cur.execute(trigger_sql(table, op))
-                except Exception as exc:
-                    if _errno(exc) == _ER_LOCK_WAIT_TIMEOUT:  # metadata lock_wait_timeout: same code
-                        raise WriteGateError(
-                            f"could not install guard trigger {name}: open transactions kept `{table.name}` "
-                            f"busy for more than {lock_wait_timeout_s}s; nothing was frozen, retry") from exc
-                    raise
-                created.append(name)
-    if created:
-        log.info("write gate: installed %d guard trigger(s)", len(created))
-    return created
+        return [trigger_name(t.name, op) for t, op in _stale(_trigger_bodies(cur))]
+
+
+def _install(cur, table: Table, op: str, deadline: float) -> int:
+    """Create one trigger without ever waiting for a metadata lock; returns the number of retries.
+
+    With lock_wait_timeout = 0 the DDL fails at once (ER_LOCK_WAIT_TIMEOUT) instead of queueing when any
+    transaction holds the table, so writers never wait behind it and never open a table it flushed.
+    """
+    retries, pause = 0, 0.01
+    while True:
+        try:
+            cur.execute(trigger_sql(table, op))
+            return retries
+        except Exception as exc:
+            if _errno(exc) not in (_ER_LOCK_WAIT_TIMEOUT, _ER_LOCK_DEADLOCK):
+                raise
+            if time.monotonic() >= deadline:
+                raise WriteGateError(
+                    f"could not install guard trigger {trigger_name(table.name, op)}: transactions kept "
+                    f"`{table.name}` busy without a pause for the whole prepare timeout; nothing was frozen. "
+                    "Retry `scripts/bm prepare` at a quieter time") from exc
+        retries += 1
+        time.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, 0.5)
+
+
+def prepare(cfg: Config, timeout_s: int = 120) -> PrepareResult:
+    """Install the write gate ahead of any freeze: create the guard triggers that are missing or outdated.
+
+    Idempotent, and one information_schema read when the gate is ready. Safe while the application writes
+    (see the module docstring); raises WriteGateError if a table never had a moment without an open
+    transaction within `timeout_s`.
+    """
+    t0 = time.monotonic()
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        todo = _stale(_trigger_bodies(cur))
+        if todo:
+            cur.execute("SET SESSION lock_wait_timeout = 0")
+        retries = sum(_install(cur, t, op, t0 + timeout_s) for t, op in todo)
+    out = PrepareResult(tuple(trigger_name(t.name, op) for t, op in todo), retries, round(time.monotonic() - t0, 3))
+    if todo:
+        log.info("write gate prepared: %d guard trigger(s) installed in %.3fs (%d retries)",
+                 len(todo), out.seconds, retries)
+    return out
+
+
+def ensure_triggers(cfg: Config, lock_wait_timeout_s: int = 30) -> list[str]:
+    """Transitional alias of `prepare()` (triggers only); returns the names (re)created."""
+    return list(prepare(cfg, timeout_s=lock_wait_timeout_s).installed)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -152,20 +208,67 @@ _STATUS_COLS = ("country", "serving_store", "writes_frozen", "frozen_by", "froze
                 "cutover_at", "cutover_run_id", "updated_at")
 
 
-def _read_status(cur, country: str, lock: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RoutingStatus:
+    """The routing of one country as the legacy database holds it (times: ISO-8601 UTC strings).
+
+    A country without a routing row is served by legacy and writable (`has_row=False`).
+    """
+
+    country: str
+    serving_store: str = "legacy"
+    writes_frozen: bool = False
+    frozen_by: str | None = None
+    frozen_at: str | None = None
+    freeze_run_id: str | None = None
+    cutover_at: str | None = None
+    cutover_run_id: str | None = None
+    updated_at: str | None = None
+    has_row: bool = False
+
+    @property
+    def cut_over(self) -> bool:
+        return self.serving_store == "cassandra"
+
+    @property
+    def legacy_frozen(self) -> bool:
+        """Legacy refuses this country's writes (frozen by a run, or cut over: legacy is the rollback copy)."""
+        return self.writes_frozen or self.cut_over
+
+    @property
+    def run_id(self) -> str | None:
+        """The run that owns the current state: the cut-over run, else the freezing run."""
+        return self.cutover_run_id or self.freeze_run_id
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (XCom, reports)."""
+        return asdict(self)
+
+    # Transitional: callers written against the former dict (`st["writes_frozen"]`, `st.get(...)`) keep
+    # working until they are converted to attributes; new code uses attributes.
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.__dataclass_fields__ else default
+
+
+def _status_row(row: tuple) -> RoutingStatus:
+    v = dict(zip(_STATUS_COLS, row, strict=True))
+    return RoutingStatus(
+        country=v["country"], serving_store=v["serving_store"], writes_frozen=bool(v["writes_frozen"]),
+        frozen_by=v["frozen_by"], frozen_at=_iso(v["frozen_at"]), freeze_run_id=v["freeze_run_id"],
+        cutover_at=_iso(v["cutover_at"]), cutover_run_id=v["cutover_run_id"], updated_at=_iso(v["updated_at"]),
+        has_row=True)
+
+
+def _read_status(cur, country: str, lock: bool = False) -> RoutingStatus:
     cur.execute(f"SELECT {', '.join(_STATUS_COLS)} FROM country_routing WHERE country = %s"
                 + (" FOR UPDATE" if lock else ""), (country,))
     row = cur.fetchone()
-    if row is None:
-        return {"country": country, "serving_store": "legacy", "writes_frozen": False, "frozen_by": None,
-                "frozen_at": None, "freeze_run_id": None, "cutover_at": None, "cutover_run_id": None,
-                "updated_at": None, "has_row": False}
-    out = dict(zip(_STATUS_COLS, row, strict=True))
-    out["writes_frozen"] = bool(out["writes_frozen"])
-    for k in ("frozen_at", "cutover_at", "updated_at"):
-        out[k] = _iso(out[k])
-    out["has_row"] = True
-    return out
+    return RoutingStatus(country=country) if row is None else _status_row(row)
 
 
 def _event(cur, country: str, action: str, actor: str, run_id: str | None, detail: str | None) -> None:
@@ -196,73 +299,115 @@ def _old_writers(cur, since_epoch: float) -> list[tuple[int, str, int]]:
 
 
 # ------------------------------------------------------------------------------------------ actions
-def freeze(cfg: Config, country: str, actor: str, run_id: str, drain_timeout_s: int = 30) -> dict[str, Any]:
+def _gate_ready(cfg: Config, prepare_if_needed: bool, timeout_s: int) -> tuple[str, ...]:
+    """Before any lock: the guard triggers are current, or installed now by `prepare()` (never later)."""
+    if prepare_if_needed:
+        return prepare(cfg, timeout_s=max(30, timeout_s)).installed
+    stale = missing_triggers(cfg)
+    if stale:
+        raise WriteGateError(_not_prepared(stale))
+    return ()
+
+
+def _not_prepared(stale: list[str]) -> str:
+    return (f"the write gate is not installed ({len(stale)} guard trigger(s) missing or outdated, e.g. {stale[0]}); "
+            "run `scripts/bm prepare` (or the DAG's check_routing step) first; nothing was frozen")
+
+
+def _lock_and_freeze(conn, cur, country: str, actor: str, run_id: str, drain_timeout_s: int
+                     ) -> tuple[RoutingStatus, float | None]:
+    """One transaction: lock the routing row (waits for the country's in-flight writers), check the gate is
+    in place, set the freeze and its event. Returns the status before and the freeze's epoch (None: no-op)."""
+    # The exclusive lock on the routing row waits for every open transaction that wrote this country.
+    before = _read_status(cur, country, lock=True)
+    if before.cut_over:
+        conn.rollback()
+        return before, None
+    stale = [trigger_name(t.name, op) for t, op in _stale(_trigger_bodies(cur))]
+    if stale:  # never DDL with the routing row locked: refuse instead
+        conn.rollback()
+        raise WriteGateError(_not_prepared(stale))
+    if before.writes_frozen and before.freeze_run_id == run_id:
+        detail = "already frozen by this run"
+    elif before.writes_frozen:
+        detail = f"taking over a freeze of run {before.freeze_run_id}"
+    else:
+        detail = f"drain timeout {drain_timeout_s}s"
+    cur.execute(
+        "INSERT INTO country_routing (country, writes_frozen, frozen_by, frozen_at, freeze_run_id) "
+        "VALUES (%s, 1, %s, NOW(3), %s) ON DUPLICATE KEY UPDATE "
+        "frozen_at = IF(writes_frozen = 1, frozen_at, VALUES(frozen_at)), writes_frozen = 1, "
+        "frozen_by = VALUES(frozen_by), freeze_run_id = VALUES(freeze_run_id)",
+        (country, actor[:128], run_id))
+    _event(cur, country, "freeze", actor, run_id, detail)
+    cur.execute("SELECT UNIX_TIMESTAMP(NOW(3))")
+    frozen_epoch = float(cur.fetchone()[0])
+    conn.commit()
+    return before, frozen_epoch
+
+
+def freeze(cfg: Config, country: str, actor: str, run_id: str, drain_timeout_s: int = 30,
+           prepare_if_needed: bool = True) -> dict[str, Any]:
     """Refuse the country's billing writes from now on and wait for in-flight writers; idempotent.
 
-    Returns the routing status plus `drain_s` (time spent waiting for in-flight transactions) and
-    `already_frozen`. Raises WriteGateError (country left writable) if the drain does not finish in time.
+    Never runs DDL once the routing row is locked: a gate that is not installed is installed by `prepare()`
+    first (or, with `prepare_if_needed=False`, the freeze is refused). Returns the routing status as a dict
+    plus `drain_s` (time spent waiting for in-flight transactions), `already_frozen` and `prepared` (triggers
+    installed first). Raises WriteGateError (country left writable) if the drain does not finish in time.
     """
     country = normalize_country(country)
     _check_actor(actor, run_id)
     if not isinstance(drain_timeout_s, int) or drain_timeout_s < 1:
         raise WriteGateError(f"drain_timeout_s must be a positive integer, got {drain_timeout_s!r}")
     t0 = time.monotonic()
-    created = ensure_triggers(cfg, lock_wait_timeout_s=drain_timeout_s)
+    prepared = _gate_ready(cfg, prepare_if_needed, drain_timeout_s)
     with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
         cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (max(1, drain_timeout_s),))
         try:
-            # The exclusive lock on the routing row waits for every open transaction that wrote this country.
-            before = _read_status(cur, country, lock=True)
-            if before["serving_store"] == "cassandra":
-                conn.rollback()
-                return {**before, "already_frozen": True, "drain_s": 0.0,
-                        "note": "country is served by cassandra; legacy stays frozen"}
-            already = before["writes_frozen"]
-            if already and before["freeze_run_id"] == run_id:
-                detail = "already frozen by this run"
-            elif already:
-                detail = f"taking over a freeze of run {before['freeze_run_id']}"
-            else:
-                detail = f"drain timeout {drain_timeout_s}s"
-            cur.execute(
-                "INSERT INTO country_routing (country, writes_frozen, frozen_by, frozen_at, freeze_run_id) "
-                "VALUES (%s, 1, %s, NOW(3), %s) ON DUPLICATE KEY UPDATE "
-                "frozen_at = IF(writes_frozen = 1, frozen_at, VALUES(frozen_at)), writes_frozen = 1, "
-                "frozen_by = VALUES(frozen_by), freeze_run_id = VALUES(freeze_run_id)",
-                (country, actor[:128], run_id))
-            _event(cur, country, "freeze", actor, run_id, detail)
-            cur.execute("SELECT UNIX_TIMESTAMP(NOW(3))")
-            frozen_epoch = float(cur.fetchone()[0])
-            conn.commit()
+            before, frozen_epoch = _lock_and_freeze(conn, cur, country, actor, run_id, drain_timeout_s)
         except Exception as exc:
             conn.rollback()
-            if _errno(exc) in (_ER_LOCK_WAIT_TIMEOUT, _ER_LOCK_DEADLOCK):
-                _log_event(cfg, country, "freeze_timeout", actor, run_id,
-                           f"in-flight writers did not finish within {drain_timeout_s}s")
-                why = (f"timed out after {drain_timeout_s}s waiting for" if _errno(exc) == _ER_LOCK_WAIT_TIMEOUT
-                       else "deadlocked with")
-                raise WriteGateError(
-                    f"freeze of {country} {why} in-flight transactions that wrote its billing rows; "
-                    "nothing was frozen, writes stay enabled on legacy; retry") from exc
+            _raise_drain_failure(cfg, exc, country, actor, run_id, drain_timeout_s)
             raise
-        # Writers that may hold no lock on the routing row (the triggers are new, or the row did not exist and
-        # a READ COMMITTED writer took no gap lock): wait for every older writing transaction of this database.
-        deadline = t0 + drain_timeout_s
-        while created or not before["has_row"]:
-            old = _old_writers(cur, frozen_epoch)
-            conn.commit()
-            if not old:
-                break
-            if time.monotonic() >= deadline or already:
-                if already:
-                    break  # a repeated freeze does not wait again for writers it already let finish
-                _unfreeze_after_timeout(cfg, country, actor, run_id, drain_timeout_s, old)
-            time.sleep(0.1)
+        if frozen_epoch is None:
+            return {**before.as_dict(), "already_frozen": True, "drain_s": 0.0, "prepared": list(prepared),
+                    "note": "country is served by cassandra; legacy stays frozen"}
+        if not before.has_row and not before.writes_frozen:
+            _drain_unlocked_writers(cfg, conn, cur, country, actor, run_id, drain_timeout_s, frozen_epoch)
         status = _read_status(cur, country)
         conn.commit()
     drain = round(time.monotonic() - t0, 3)
     log.info("write gate: %s frozen by %s (run %s) after %.3fs drain", country, actor, run_id, drain)
-    return {**status, "already_frozen": already, "drain_s": drain}
+    return {**status.as_dict(), "already_frozen": before.writes_frozen, "drain_s": drain,
+            "prepared": list(prepared)}
+
+
+def _raise_drain_failure(cfg: Config, exc: Exception, country: str, actor: str, run_id: str,
+                         drain_timeout_s: int) -> None:
+    if _errno(exc) not in (_ER_LOCK_WAIT_TIMEOUT, _ER_LOCK_DEADLOCK):
+        return
+    _log_event(cfg, country, "freeze_timeout", actor, run_id,
+               f"in-flight writers did not finish within {drain_timeout_s}s")
+    why = (f"timed out after {drain_timeout_s}s waiting for" if _errno(exc) == _ER_LOCK_WAIT_TIMEOUT
+           else "deadlocked with")
+    raise WriteGateError(
+        f"freeze of {country} {why} in-flight transactions that wrote its billing rows; "
+        "nothing was frozen, writes stay enabled on legacy; retry") from exc
+
+
+def _drain_unlocked_writers(cfg: Config, conn, cur, country: str, actor: str, run_id: str, timeout_s: int,
+                            frozen_epoch: float) -> None:
+    """The country had no routing row, so a READ COMMITTED writer took no lock the freeze could wait for:
+    wait for every older writing transaction of this database instead (undo the freeze on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        old = _old_writers(cur, frozen_epoch)
+        conn.commit()
+        if not old:
+            return
+        if time.monotonic() >= deadline:
+            _unfreeze_after_timeout(cfg, country, actor, run_id, timeout_s, old)
+        time.sleep(0.1)
 
 
 def _unfreeze_after_timeout(cfg: Config, country: str, actor: str, run_id: str, timeout_s: int,
@@ -280,35 +425,43 @@ def _unfreeze_after_timeout(cfg: Config, country: str, actor: str, run_id: str, 
 
 
 def unfreeze(cfg: Config, country: str, actor: str, run_id: str | None, reason: str,
-             force_rollback: bool = False) -> dict[str, Any]:
+             force_rollback: bool = False, expected_run_id: str | None = None) -> dict[str, Any]:
     """Re-enable legacy writes; idempotent. A cut-over country is refused unless `force_rollback=True`, which
-    routes it back to legacy (writes made on Cassandra since the cut-over are NOT copied back)."""
+    routes it back to legacy (writes made on Cassandra since the cut-over are NOT copied back).
+
+    `expected_run_id`: refuse unless the country is still frozen by that run (an operator's check-then-act
+    must not release a freeze a new run took meanwhile).
+    """
     country = normalize_country(country)
     _check_actor(actor, run_id)
     if not isinstance(reason, str) or not reason.strip():
         raise WriteGateError("a reason is required to unfreeze")
     with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
         st = _read_status(cur, country, lock=True)
-        if st["serving_store"] == "cassandra" and not force_rollback:
+        if st.cut_over and not force_rollback:
             conn.rollback()
             raise WriteGateError(
-                f"{country} is already cut over to cassandra (run {st['cutover_run_id']}); unfreezing legacy "
+                f"{country} is already cut over to cassandra (run {st.cutover_run_id}); unfreezing legacy "
                 "would split writes between two stores. Pass force_rollback=True to route it back to legacy.")
-        action = "rollback" if st["serving_store"] == "cassandra" else "unfreeze"
-        was_frozen = st["writes_frozen"] or st["serving_store"] == "cassandra"
-        if st["has_row"]:
+        if expected_run_id is not None and st.freeze_run_id != expected_run_id:
+            conn.rollback()
+            raise WriteGateError(f"{country} is no longer frozen by run {expected_run_id} (now: "
+                                 f"{st.freeze_run_id or 'not frozen'}); nothing changed, check the status again")
+        action = "rollback" if st.cut_over else "unfreeze"
+        was_frozen = st.legacy_frozen
+        if st.has_row:
             cur.execute("UPDATE country_routing SET serving_store = 'legacy', writes_frozen = 0, frozen_by = NULL, "
                         "frozen_at = NULL, freeze_run_id = NULL, cutover_at = NULL, cutover_run_id = NULL "
                         "WHERE country = %s", (country,))
         detail = reason if was_frozen else f"already writable; {reason}"
         if action == "rollback":
-            detail = f"routed back to legacy from cassandra (cut over by {st['cutover_run_id']}): {reason}"
+            detail = f"routed back to legacy from cassandra (cut over by {st.cutover_run_id}): {reason}"
         _event(cur, country, action, actor, run_id, detail)
         conn.commit()
         out = _read_status(cur, country)
         conn.commit()
     log.info("write gate: %s %s by %s (run %s): %s", country, action, actor, run_id, reason)
-    return {**out, "was_frozen": was_frozen, "action": action}
+    return {**out.as_dict(), "was_frozen": was_frozen, "action": action}
 
 
 def cutover(cfg: Config, country: str, actor: str, run_id: str) -> dict[str, Any]:
@@ -317,21 +470,21 @@ def cutover(cfg: Config, country: str, actor: str, run_id: str) -> dict[str, Any
     _check_actor(actor, run_id)
     with connections.mysql_conn(ROLE, cfg) as conn, conn.cursor() as cur:
         st = _read_status(cur, country, lock=True)
-        if st["serving_store"] == "cassandra":
+        if st.cut_over:
             conn.rollback()
-            return {**st, "already_cut_over": True}
-        if not st["writes_frozen"]:
+            return {**st.as_dict(), "already_cut_over": True}
+        if not st.writes_frozen:
             conn.rollback()
             raise WriteGateError(f"cannot cut {country} over: its legacy writes are not frozen "
                                  "(freeze, migrate and compare first)")
         cur.execute("UPDATE country_routing SET serving_store = 'cassandra', writes_frozen = 1, cutover_at = NOW(3), "
                     "cutover_run_id = %s WHERE country = %s", (run_id, country))
-        _event(cur, country, "cutover", actor, run_id, f"frozen since {st['frozen_at']} by {st['freeze_run_id']}")
+        _event(cur, country, "cutover", actor, run_id, f"frozen since {st.frozen_at} by {st.freeze_run_id}")
         conn.commit()
         out = _read_status(cur, country)
         conn.commit()
     log.info("write gate: %s cut over to cassandra by %s (run %s)", country, actor, run_id)
-    return {**out, "already_cut_over": False}
+    return {**out.as_dict(), "already_cut_over": False}
 
 
 def reset_routing(cfg: Config, actor: str, reason: str) -> list[str]:
@@ -354,11 +507,23 @@ def reset_routing(cfg: Config, actor: str, reason: str) -> list[str]:
     return [c for c, _, _ in changed]
 
 
-def status(cfg: Config, country: str) -> dict[str, Any]:
-    """Routing of one country (JSON-safe; a country without a row is legacy and writable)."""
+def status(cfg: Config, country: str) -> RoutingStatus:
+    """Routing of one country (a country without a row is legacy and writable)."""
     country = normalize_country(country)
     with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
         return _read_status(cur, country)
+
+
+def statuses(cfg: Config, countries: list[str]) -> list[RoutingStatus]:
+    """Routing of several countries in one query, in the order given."""
+    codes = [normalize_country(c) for c in countries]
+    if not codes:
+        return []
+    with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(_STATUS_COLS)} FROM country_routing WHERE country IN "
+                    f"({', '.join(['%s'] * len(codes))})", codes)
+        rows = {r[0]: _status_row(r) for r in cur.fetchall()}
+    return [rows.get(c) or RoutingStatus(country=c) for c in codes]
 
 
 def routing(cfg: Config) -> dict[str, str]:
