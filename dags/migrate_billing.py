@@ -60,7 +60,10 @@ def build(country: str) -> DAG:
             "reset": Param("none", type="string", enum=list(pipeline.RESET_CHOICES), title="Reset target",
                            description="Delete this country's target data (or one table's) before loading."),
             "dry_run": Param(False, type="boolean", title="Dry run",
-                             description="Export and validate only: no freeze, no Cassandra writes, no flip."),
+                             description="Export and validate only. Writes nothing but this run's S3 prefix "
+                                         "and its own ledger rows: no freeze, no reset, no target data written "
+                                         "or deleted, "
+                                         "no routing flip."),
         },
     ) as dag:
 

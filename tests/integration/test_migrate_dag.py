@@ -322,3 +322,20 @@ def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_complet
         cur.execute("SELECT MIN(customer_id), MAX(customer_id) FROM customers WHERE country=%s", (COUNTRY,))
         lo, hi = cur.fetchone()
     assert compare.mismatching_customers(compare.compare_range(cfg, COUNTRY, lo, hi)) == []
+
+
+def test_dry_run_with_reset_leaves_the_target_untouched(dags, seeded):
+    """A dry run writes nothing but its own S3 prefix and ledger rows: `reset` is not applied."""
+    from billing_migration.stores import connections
+
+    cfg = seeded
+    with connections.cassandra_session(cfg) as s:
+        s.execute("INSERT INTO customers_by_country (country, bucket, customer_id, run_id) VALUES (%s, 0, 1, 'x')",
+                  (COUNTRY,))
+    before = _target_counts(cfg, COUNTRY)
+    assert before["customers"] == 1
+    run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"), dry_run=True, reset="country")
+    assert _state(run) == "success"
+    assert _target_counts(cfg, COUNTRY) == before
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]

@@ -128,7 +128,9 @@ def plan(cfg: Config, p: RunParams, run_id: str) -> list[dict[str, Any]]:
     from billing_migration.country import export, load
 
     def _plan() -> dict[str, Any]:
-        if p.reset != "none":
+        if p.reset != "none" and p.dry_run:
+            log.info("dry run: reset=%s not applied (a dry run changes no target data)", p.reset)
+        elif p.reset != "none":
             load.delete_country(cfg, p.country, table=None if p.reset == "country" else p.reset)
         chunks = export.plan_chunks(cfg, p.country, p.chunk_customers)
         export.export_plans(cfg, p.country, run_id)
