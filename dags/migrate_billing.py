@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from billing_migration.config import load_config
+from billing_migration.config import load_config, param_specs
 from billing_migration.country import pipeline
 
 CFG = load_config()
@@ -39,32 +39,7 @@ def build(country: str) -> DAG:
         max_active_runs=1,
         tags=["billing-migration", f"country:{country}"],
         doc_md=__doc__,
-        params={
-            "country": Param(country, type="string", enum=[country], title="Country",
-                             description="Confirms which country this run freezes and migrates."),
-            "chunk_customers": Param(s.chunk_customers, type="integer", minimum=100, maximum=1_000_000,
-                                     title="Chunk size (customers)",
-                                     description="Customers per export/transform/load chunk."),
-            "parallelism": Param(s.max_parallel_chunks, type="integer", minimum=1, maximum=64,
-                                 title="Parallel lanes", description="Mapped task instances per stage."),
-            "error_budget": Param(s.error_budget, type="integer", minimum=0, title="Error budget",
-                                  description="Rejected records allowed before the run stops before loading."),
-            "rate_limit_rows_per_s": Param(s.rate_limit_rows_per_s, type="integer", minimum=0,
-                                           title="Rate limit (rows/s per lane)",
-                                           description="0 = unthrottled. Protects a production cluster."),
-            "load_concurrency": Param(s.load_concurrency, type="integer", minimum=1, maximum=2048,
-                                      title="In-flight writes per lane"),
-            "compare_rounds": Param(s.compare_rounds, type="integer", minimum=1, maximum=20,
-                                    title="Compare rounds",
-                                    description="compare → re-migrate mismatching customers → compare again."),
-            "reset": Param("none", type="string", enum=list(pipeline.RESET_CHOICES), title="Reset target",
-                           description="Delete this country's target data (or one table's) before loading."),
-            "dry_run": Param(False, type="boolean", title="Dry run",
-                             description="Export and validate only. Writes nothing but this run's S3 prefix "
-                                         "and its own ledger rows: no freeze, no reset, no target data written "
-                                         "or deleted, "
-                                         "no routing flip."),
-        },
+        params={name: Param(**spec) for name, spec in param_specs(country, s).items()},
     ) as dag:
 
         @task

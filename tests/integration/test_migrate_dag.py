@@ -339,3 +339,18 @@ def test_dry_run_with_reset_leaves_the_target_untouched(dags, seeded):
     assert _target_counts(cfg, COUNTRY) == before
     gate = _gate(cfg, COUNTRY)
     assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
+
+
+def test_unknown_conf_key_fails_the_run_before_any_write(dags, seeded, caplog, capsys):
+    from billing_migration.stores import ledger
+
+    cfg = seeded
+    before = ledger.last_runs(cfg, COUNTRY, 100)
+    run = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}").test(run_conf={"country": COUNTRY, "chunk_size": 1000})
+    assert _state(run) == "failed"
+    logs = caplog.text + "".join(capsys.readouterr())
+    assert "unknown param(s) ['chunk_size']" in logs and "'chunk_customers'" in logs
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
+    assert ledger.last_runs(cfg, COUNTRY, 100) == before
+    assert _target_counts(cfg, COUNTRY)["customers"] == 0

@@ -13,17 +13,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_migration.config import Config, ConfigError, normalize_country
+from billing_migration.config import RESET_CHOICES as RESET_CHOICES  # re-exported: the DAG's reset choices
+from billing_migration.config import Config, ConfigError, RunParams, normalize_country, run_params
 from billing_migration.stores import ledger, s3io, write_gate
-from billing_migration.stores.schema import ENTITY_TABLES
 
 log = logging.getLogger(__name__)
 
-RESET_CHOICES = ("none", "country", *(t.name for t in ENTITY_TABLES))
 ACTOR = "airflow:migrate_billing"
 
 
@@ -31,59 +29,13 @@ class MigrationError(RuntimeError):
     """A step found a condition that must stop the run (the country stays writable on legacy)."""
 
 
-@dataclass(frozen=True)
-class RunParams:
-    country: str
-    chunk_customers: int
-    parallelism: int
-    error_budget: int
-    rate_limit_rows_per_s: int
-    compare_rounds: int
-    load_concurrency: int
-    reset: str
-    dry_run: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def validate_params(cfg: Config, country: str, params: dict[str, Any]) -> RunParams:
-    """Refuse a bad run before anything is touched: every value typed and in range, the country confirmed."""
+    """Refuse a bad run before anything is touched: unknown keys, wrong types or ranges, the wrong country."""
     settings = cfg.country(country)
     given = normalize_country(params.get("country", country))
     if given != country:
         raise ConfigError(f"this DAG migrates {country}; the country param says {given!r}")
-
-    def _int(name: str, default: int, lo: int, hi: int) -> int:
-        value = params.get(name, default)
-        if value is None:
-            value = default
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            else:
-                raise ConfigError(f"param {name} must be an integer, got {value!r}")
-        if not lo <= value <= hi:
-            raise ConfigError(f"param {name} must be in [{lo}, {hi}], got {value}")
-        return value
-
-    reset = params.get("reset") or "none"
-    if reset not in RESET_CHOICES:
-        raise ConfigError(f"param reset must be one of {list(RESET_CHOICES)}, got {reset!r}")
-    dry_run = params.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ConfigError(f"param dry_run must be true or false, got {dry_run!r}")
-    return RunParams(
-        country=country,
-        chunk_customers=_int("chunk_customers", settings.chunk_customers, 100, 1_000_000),
-        parallelism=_int("parallelism", settings.max_parallel_chunks, 1, 64),
-        error_budget=_int("error_budget", settings.error_budget, 0, 10**12),
-        rate_limit_rows_per_s=_int("rate_limit_rows_per_s", settings.rate_limit_rows_per_s, 0, 10**9),
-        compare_rounds=_int("compare_rounds", settings.compare_rounds, 1, 20),
-        load_concurrency=_int("load_concurrency", settings.load_concurrency, 1, 2048),
-        reset=reset,
-        dry_run=dry_run,
-    )
+    return run_params(country, settings, {**params, "country": country})
 
 
 def inject_failure(step: str) -> None:
@@ -118,9 +70,8 @@ def check_routing(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
 
 
 def disable_writes(cfg: Config, p: RunParams, run_id: str) -> dict[str, Any]:
-    drain = cfg.country(p.country).freeze_drain_timeout_s
     return step(cfg, p.country, run_id, "disable_writes",
-                lambda: write_gate.freeze(cfg, p.country, ACTOR, run_id, drain_timeout_s=drain))
+                lambda: write_gate.freeze(cfg, p.country, ACTOR, run_id, drain_timeout_s=p.freeze_drain_timeout_s))
 
 
 def plan(cfg: Config, p: RunParams, run_id: str) -> list[dict[str, Any]]:
@@ -332,6 +283,8 @@ def final_report(cfg: Config, country: str, run_id: str, task_states: dict[str, 
     """Write the report to S3 and the log; fail loudly (pointing at it) if any task of the run failed."""
     from billing_migration.country import report
 
+    if task_states.get("validate_params") not in ("success", None):
+        raise MigrationError(f"run refused by validate_params (see its log); {country} was not touched")
     rep = report.build(cfg, country, run_id)
     rep["task_states"] = {k: v for k, v in sorted(task_states.items()) if k != "report"}
     location = report.write(cfg, rep)
