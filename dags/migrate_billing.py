@@ -76,11 +76,11 @@ def build(country: str) -> DAG:
             return pipeline.transform_lane(CFG, _params(), _run_id(), lane)
 
         @task
-        def error_budget(results: list[dict]) -> dict:
+        def error_budget() -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
             p = _params()
-            out = pipeline.check_error_budget(CFG, p, _run_id(), list(results))
+            out = pipeline.check_error_budget(CFG, p, _run_id())
             if p.dry_run:
                 raise AirflowSkipException(f"dry run: {out['rejects']} reject(s); nothing loaded")
             return out
@@ -113,7 +113,7 @@ def build(country: str) -> DAG:
         transformed = transform.expand(lane=lanes)
         export.expand(lane=lanes) >> transformed
         loaded = load.expand(lane=lanes)
-        error_budget(transformed) >> loaded
+        transformed >> error_budget() >> loaded
         compared = compare_and_repair.expand(lane=lanes)
         loaded >> compared
         enable_writes(compared) >> release_freeze().as_teardown(setups=frozen) >> report()

@@ -354,3 +354,33 @@ def test_unknown_conf_key_fails_the_run_before_any_write(dags, seeded, caplog, c
     assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
     assert ledger.last_runs(cfg, COUNTRY, 100) == before
     assert _target_counts(cfg, COUNTRY)["customers"] == 0
+
+
+def test_error_budget_counts_the_rejects_of_chunks_done_before_a_resume(cfg, legacy_db, cassandra_ks, s3):
+    """A resumed transform lane returns only what it did now; the budget still counts every reject of the run."""
+    from billing_migration.country import pipeline
+    from billing_migration.country.pipeline import MigrationError
+    from billing_migration.devtools import generator
+    from billing_migration.stores import ledger, write_gate
+
+    write_gate.reset_routing(cfg, "test", "fresh seed")
+    generator.seed(cfg, 300, seed=11, countries=MIX, dirty_rate=0.02)
+    run_id = f"manual__budget_{os.getpid()}_{time.time_ns()}"
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    pipeline.disable_writes(cfg, p, run_id)
+    try:
+        (lane,) = pipeline.plan(cfg, p, run_id)
+        assert len(lane["chunks"]) >= 2
+        pipeline.export_lane(cfg, p, run_id, lane)
+        first = pipeline.transform_lane(cfg, p, run_id, {**lane, "chunks": lane["chunks"][:-1]})  # then "crash"
+        resumed = pipeline.transform_lane(cfg, p, run_id, lane)
+        assert resumed["skipped_chunks"] == len(lane["chunks"]) - 1
+        total = sum(e["counts"].get("rejects", 0) for e in ledger.get_run(cfg, COUNTRY, run_id)
+                    if e["step"] == "transform" and e["part"] >= 0)
+        assert first["rejects"] > 0 and total > resumed["rejects"]
+        with pytest.raises(MigrationError, match=f"{total} record\\(s\\) rejected"):
+            pipeline.check_error_budget(cfg, p.model_copy(update={"error_budget": total - 1}), run_id)
+        ok = pipeline.check_error_budget(cfg, p.model_copy(update={"error_budget": total}), run_id)
+        assert ok["rejects"] == total
+    finally:
+        write_gate.unfreeze(cfg, COUNTRY, "test", run_id, reason="test done")

@@ -127,15 +127,31 @@ def freeze_started(cfg: Config, p: RunParams, run_id: str,
     return frozen_at
 
 
+def done_chunks(entries: list[dict[str, Any]], name: str, frozen_at: datetime | None) -> dict[int, dict]:
+    """chunk -> ledger row (its latest attempt) of the chunks of a step done within the current freeze:
+    what a resumed lane skips, and what run-wide checks count."""
+    return {e["part"]: e for e in entries
+            if e["step"] == name and e["state"] in ledger.DONE_STATES and e["part"] is not None
+            and e["part"] >= 0 and (frozen_at is None or (_utc(e["ended_at"]) or frozen_at) >= frozen_at)}
+
+
+def run_chunks(cfg: Config, p: RunParams, run_id: str, name: str) -> dict[int, dict]:
+    """The done chunks of a step for the whole run, refusing if a planned chunk is missing."""
+    entries = ledger.get_run(cfg, p.country, run_id)
+    done = done_chunks(entries, name, freeze_started(cfg, p, run_id, entries))
+    plans = [e for e in entries if e["step"] == "plan" and e["state"] == "succeeded" and e["part"] < 0]
+    planned = int(plans[-1]["counts"].get("chunks", 0)) if plans else 0
+    if len(done) < planned:
+        raise MigrationError(f"{name}: {planned - len(done)} of {planned} planned chunk(s) not done in this run")
+    return done
+
+
 def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, Any],
              fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     """Run `fn` on each chunk of the lane, skipping chunks the ledger has as done within the current
     freeze; sums the counts."""
     entries = ledger.get_run(cfg, p.country, run_id)
-    frozen_at = freeze_started(cfg, p, run_id, entries)
-    done = {e["part"] for e in entries
-            if e["step"] == name and e["state"] in ("succeeded", "skipped") and e["part"] is not None
-            and e["part"] >= 0 and (frozen_at is None or (_utc(e["ended_at"]) or frozen_at) >= frozen_at)}
+    done = done_chunks(entries, name, freeze_started(cfg, p, run_id, entries))
     totals: dict[str, Any] = {"chunks": 0, "skipped_chunks": 0}
     for chunk in lane["chunks"]:
         if chunk["chunk"] in done:
@@ -176,9 +192,13 @@ def transform_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any])
                     lambda c: transform.transform_chunk(cfg, p.country, run_id, c["chunk"]))
 
 
-def check_error_budget(cfg: Config, p: RunParams, run_id: str, lane_results: list[dict[str, Any]]) -> dict:
-    """Stop before any write to Cassandra when the rejects exceed the budget."""
-    rejects = sum(int(r.get("rejects", 0)) for r in lane_results)
+def check_error_budget(cfg: Config, p: RunParams, run_id: str) -> dict:
+    """Stop before any write to Cassandra when the run's rejects exceed the budget.
+
+    Counted from the ledger (every transformed chunk of the run, done now or before a resume), never from
+    lane return values, which a resumed lane only has for the chunks it did itself.
+    """
+    rejects = sum(int(e["counts"].get("rejects", 0)) for e in run_chunks(cfg, p, run_id, "transform").values())
 
     def _check() -> dict[str, Any]:
         if rejects > p.error_budget:
