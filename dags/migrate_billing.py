@@ -15,6 +15,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param, get_current_context, task
 from billing_migration.config import load_config, param_specs
 from billing_migration.country import pipeline
+from billing_migration.records import Lane
 
 CFG = load_config()
 
@@ -26,6 +27,16 @@ def _params() -> pipeline.RunParams:
 
 def _run_id() -> str:
     return get_current_context()["run_id"]
+
+
+# Mapped task instances show their lane and chunk range in the UI instead of [0], [1].
+LANE_LABEL = "{{ lane_label }}"
+
+
+def _lane(lane: dict) -> Lane:
+    rec = Lane.from_dict(lane)
+    get_current_context()["lane_label"] = rec.label  # type: ignore[typeddict-unknown-key]
+    return rec
 
 
 def build(country: str) -> DAG:
@@ -65,15 +76,16 @@ def build(country: str) -> DAG:
 
         @task
         def plan() -> list[dict]:
-            return pipeline.plan(CFG, _params(), _run_id())
+            return [lane.as_dict() for lane in pipeline.plan(CFG, _params(), _run_id())]
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name,
+              map_index_template=LANE_LABEL)
         def export(lane: dict) -> dict:
-            return pipeline.export_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.export_lane(CFG, _params(), _run_id(), _lane(lane))
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, map_index_template=LANE_LABEL)
         def transform(lane: dict) -> dict:
-            return pipeline.transform_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.transform_lane(CFG, _params(), _run_id(), _lane(lane))
 
         @task
         def error_budget() -> dict:
@@ -85,17 +97,19 @@ def build(country: str) -> DAG:
                 raise AirflowSkipException(f"dry run: {out['rejects']} reject(s); nothing loaded")
             return out
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["cassandra"].name)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["cassandra"].name,
+              map_index_template=LANE_LABEL)
         def load(lane: dict) -> dict:
-            return pipeline.load_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.load_lane(CFG, _params(), _run_id(), _lane(lane))
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name,
+              map_index_template=LANE_LABEL)
         def compare_and_repair(lane: dict) -> dict:
-            return pipeline.compare_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.compare_lane(CFG, _params(), _run_id(), _lane(lane))
 
         @task
-        def enable_writes(results: list[dict]) -> dict:
-            return pipeline.enable_writes(CFG, _params(), _run_id(), list(results))
+        def enable_writes() -> dict:
+            return pipeline.enable_writes(CFG, _params(), _run_id())
 
         @task(trigger_rule="all_done")
         def release_freeze() -> dict:
@@ -116,7 +130,7 @@ def build(country: str) -> DAG:
         transformed >> error_budget() >> loaded
         compared = compare_and_repair.expand(lane=lanes)
         loaded >> compared
-        enable_writes(compared) >> release_freeze().as_teardown(setups=frozen) >> report()
+        compared >> enable_writes() >> release_freeze().as_teardown(setups=frozen) >> report()
     return dag
 
 

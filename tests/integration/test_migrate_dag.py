@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -251,7 +252,7 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
         pipeline.load_lane(cfg, p, run_id, lane)
         with connections.cassandra_session(cfg) as s:
             row = s.execute("SELECT customer_id, entity_id, amount FROM customer_billing WHERE customer_id=%s "
-                            "AND entity_type='invoice' LIMIT 1", (lane["chunks"][0]["lo"],)).one()
+                            "AND entity_type='invoice' LIMIT 1", (lane.chunks[0].lo,)).one()
             if row is None:  # the first customer may have no invoice: take any invoice of the chunk
                 row = next(r for r in s.execute("SELECT customer_id, entity_id, amount, entity_type FROM "
                                                 "customer_billing") if r.entity_type == "invoice")
@@ -316,7 +317,7 @@ def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_complet
     pipeline.load_lane(cfg, p, run_id, lane)
     out = pipeline.compare_lane(cfg, p, run_id, lane)
     assert out["round1_mismatches"] == 0  # the write made while unfrozen was exported and loaded
-    pipeline.enable_writes(cfg, p, run_id, [out])
+    pipeline.enable_writes(cfg, p, run_id)
     assert write_gate.status(cfg, COUNTRY)["serving_store"] == "cassandra"
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT MIN(customer_id), MAX(customer_id) FROM customers WHERE country=%s", (COUNTRY,))
@@ -370,11 +371,11 @@ def test_error_budget_counts_the_rejects_of_chunks_done_before_a_resume(cfg, leg
     pipeline.disable_writes(cfg, p, run_id)
     try:
         (lane,) = pipeline.plan(cfg, p, run_id)
-        assert len(lane["chunks"]) >= 2
+        assert len(lane.chunks) >= 2
         pipeline.export_lane(cfg, p, run_id, lane)
-        first = pipeline.transform_lane(cfg, p, run_id, {**lane, "chunks": lane["chunks"][:-1]})  # then "crash"
+        first = pipeline.transform_lane(cfg, p, run_id, replace(lane, chunks=lane.chunks[:-1]))  # then "crash"
         resumed = pipeline.transform_lane(cfg, p, run_id, lane)
-        assert resumed["skipped_chunks"] == len(lane["chunks"]) - 1
+        assert resumed["skipped_chunks"] == len(lane.chunks) - 1
         total = sum(e["counts"].get("rejects", 0) for e in ledger.get_run(cfg, COUNTRY, run_id)
                     if e["step"] == "transform" and e["part"] >= 0)
         assert first["rejects"] > 0 and total > resumed["rejects"]
@@ -384,3 +385,18 @@ def test_error_budget_counts_the_rejects_of_chunks_done_before_a_resume(cfg, leg
         assert ok["rejects"] == total
     finally:
         write_gate.unfreeze(cfg, COUNTRY, "test", run_id, reason="test done")
+
+
+NOISE = ("[error", "ERROR", "XCom not found", "USE <keyspace>", "Legacy execution parameters")
+
+
+def test_a_successful_run_logs_no_error_and_none_of_our_warnings(dags, seeded, caplog, capfd):
+    run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"))
+    assert _state(run) == "success"
+    out, err = capfd.readouterr()
+    lines = (caplog.text + out + err).splitlines()
+    assert any("[DAG TEST] end task" in line for line in lines), "the task logs were not captured"
+    noisy = [line for line in lines if any(n in line for n in NOISE)]
+    assert noisy == [], noisy[:5]
+    labels = {ti.task_id: ti.rendered_map_index for ti in run.get_task_instances() if ti.map_index >= 0}
+    assert labels and all(v and v.startswith("lane ") for v in labels.values()), labels

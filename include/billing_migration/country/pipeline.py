@@ -18,6 +18,7 @@ from typing import Any
 
 from billing_migration.config import RESET_CHOICES as RESET_CHOICES  # re-exported: the DAG's reset choices
 from billing_migration.config import Config, ConfigError, RunParams, normalize_country, run_params
+from billing_migration.records import Chunk, Lane, StepCounts
 from billing_migration.stores import ledger, s3io, write_gate
 
 log = logging.getLogger(__name__)
@@ -74,23 +75,23 @@ def disable_writes(cfg: Config, p: RunParams, run_id: str) -> dict[str, Any]:
                 lambda: write_gate.freeze(cfg, p.country, ACTOR, run_id, drain_timeout_s=p.freeze_drain_timeout_s))
 
 
-def plan(cfg: Config, p: RunParams, run_id: str) -> list[dict[str, Any]]:
+def plan(cfg: Config, p: RunParams, run_id: str) -> list[Lane]:
     """Reset the target if asked, export the plan catalogue, cut the country into chunks and lanes."""
     from billing_migration.country import export, load
 
-    def _plan() -> dict[str, Any]:
+    chunks: list[Chunk] = []
+
+    def _plan() -> StepCounts:
         if p.reset != "none" and p.dry_run:
             log.info("dry run: reset=%s not applied (a dry run changes no target data)", p.reset)
         elif p.reset != "none":
             load.delete_country(cfg, p.country, table=None if p.reset == "country" else p.reset)
-        chunks = export.plan_chunks(cfg, p.country, p.chunk_customers)
+        chunks[:] = [Chunk.from_dict(c) for c in export.plan_chunks(cfg, p.country, p.chunk_customers)]
         export.export_plans(cfg, p.country, run_id)
-        return {"chunks": len(chunks), "customers": sum(c["customers"] for c in chunks), "_chunks": chunks}
+        return {"chunks": len(chunks), "customers": sum(c.customers for c in chunks)}
 
-    out = step(cfg, p.country, run_id, "plan", _plan)
-    chunks = out["_chunks"]
-    lanes = max(1, min(p.parallelism, len(chunks)))
-    return [{"lane": k, "lanes": lanes, "chunks": chunks[k::lanes]} for k in range(lanes)]
+    step(cfg, p.country, run_id, "plan", _plan)
+    return Lane.split(chunks, p.parallelism)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -146,18 +147,18 @@ def run_chunks(cfg: Config, p: RunParams, run_id: str, name: str) -> dict[int, d
     return done
 
 
-def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, Any],
-             fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: Lane | dict[str, Any],
+             fn: Callable[[Chunk], dict[str, Any]]) -> StepCounts:
     """Run `fn` on each chunk of the lane, skipping chunks the ledger has as done within the current
     freeze; sums the counts."""
     entries = ledger.get_run(cfg, p.country, run_id)
     done = done_chunks(entries, name, freeze_started(cfg, p, run_id, entries))
     totals: dict[str, Any] = {"chunks": 0, "skipped_chunks": 0}
-    for chunk in lane["chunks"]:
-        if chunk["chunk"] in done:
+    for chunk in Lane.from_dict(lane).chunks:
+        if chunk.chunk in done:
             totals["skipped_chunks"] += 1
             continue
-        counts = step(cfg, p.country, run_id, name, lambda c=chunk: fn(c), part=chunk["chunk"])
+        counts = step(cfg, p.country, run_id, name, lambda c=chunk: fn(c), part=chunk.chunk)
         totals["chunks"] += 1
         for k, v in _flatten(counts).items():
             if k != "chunk" and not k.endswith("per_s"):  # ids and rates do not add up across chunks
@@ -175,21 +176,21 @@ def _flatten(counts: dict[str, Any], prefix: str = "") -> dict[str, int]:
     return out
 
 
-def export_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def export_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     from billing_migration.country import export
 
-    def _one(chunk: dict[str, Any]) -> dict[str, Any]:
-        manifest = export.export_chunk(cfg, p.country, run_id, chunk)
+    def _one(chunk: Chunk) -> dict[str, Any]:
+        manifest = export.export_chunk(cfg, p.country, run_id, chunk.as_dict())
         return {"rows": sum(t["rows"] for t in manifest["tables"].values())}
 
     return run_lane(cfg, p, run_id, "export", lane, _one)
 
 
-def transform_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def transform_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     from billing_migration.country import transform
 
     return run_lane(cfg, p, run_id, "transform", lane,
-                    lambda c: transform.transform_chunk(cfg, p.country, run_id, c["chunk"]))
+                    lambda c: transform.transform_chunk(cfg, p.country, run_id, c.chunk))
 
 
 def check_error_budget(cfg: Config, p: RunParams, run_id: str) -> dict:
@@ -211,13 +212,14 @@ def check_error_budget(cfg: Config, p: RunParams, run_id: str) -> dict:
     return step(cfg, p.country, run_id, "error_budget", _check)
 
 
-def load_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def load_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     from billing_migration.country import load
 
-    if lane["lane"] == 0:
+    lane = Lane.from_dict(lane)
+    if lane.lane == 0:
         step(cfg, p.country, run_id, "load_plans", lambda: load.load_plans(cfg, p.country, run_id))
     return run_lane(cfg, p, run_id, "load", lane, lambda c: load.load_chunk(
-        cfg, p.country, run_id, c["chunk"], concurrency=p.load_concurrency,
+        cfg, p.country, run_id, c.chunk, concurrency=p.load_concurrency,
         rate_limit_rows_per_s=p.rate_limit_rows_per_s))
 
 
@@ -234,18 +236,18 @@ def quarantined_keys(cfg: Config, country: str, run_id: str) -> set[tuple[str, i
     return out
 
 
-def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     """Compare each chunk; re-migrate mismatching customers whole and compare again, up to compare_rounds."""
     from billing_migration.country import compare, remigrate
 
     quarantined = quarantined_keys(cfg, p.country, run_id)
 
-    def _one(chunk: dict[str, Any]) -> dict[str, Any]:
+    def _one(chunk: Chunk) -> dict[str, Any]:
         totals: dict[str, int] = {"rounds": 0, "remigrated_customers": 0}
         ids: list[int] | None = None
         result = None
         for round_no in range(1, p.compare_rounds + 1):
-            result = compare.compare_range(cfg, p.country, chunk["lo"], chunk["hi"], customer_ids=ids,
+            result = compare.compare_range(cfg, p.country, chunk.lo, chunk.hi, customer_ids=ids,
                                            quarantined=quarantined)
             totals["rounds"] = round_no
             if round_no == 1:
@@ -257,15 +259,15 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
             totals[f"round{round_no}_mismatches"] = len(bad)
             totals["quarantined"] = kinds.get("quarantined", 0)
             if bad:
-                compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk["chunk"])
+                compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk.chunk)
             if not bad:
                 break
             if round_no == p.compare_rounds:
                 raise MigrationError(
-                    f"chunk {chunk['chunk']}: {len(bad)} customer(s) still differ after {round_no} round(s) "
+                    f"chunk {chunk.chunk}: {len(bad)} customer(s) still differ after {round_no} round(s) "
                     f"of compare and re-migration, e.g. {bad[:5]}; mismatch reports under s3://"
                     f"{cfg.s3_bucket}/{s3io.run_prefix(cfg, p.country, run_id)}compare/")
-            remigrate.remigrate_customers(cfg, p.country, run_id, bad, round_no, source_chunk=chunk["chunk"])
+            remigrate.remigrate_customers(cfg, p.country, run_id, bad, round_no, source_chunk=chunk.chunk)
             totals["remigrated_customers"] += len(bad)
             ids = bad
         totals["mismatches_left"] = 0
@@ -274,12 +276,13 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
     return run_lane(cfg, p, run_id, "compare", lane, _one)
 
 
-def enable_writes(cfg: Config, p: RunParams, run_id: str, compare_results: list[dict[str, Any]]) -> dict:
-    """Flip routing to Cassandra, only after every chunk compared clean."""
-    left = sum(int(r.get("mismatches_left", 0)) for r in compare_results)
+def enable_writes(cfg: Config, p: RunParams, run_id: str) -> dict:
+    """Flip routing to Cassandra, only after every planned chunk compared clean inside the current freeze
+    (read from the ledger, so a resumed compare lane counts too)."""
+    compared = run_chunks(cfg, p, run_id, "compare")
+    left = sum(int(e["counts"].get("mismatches_left", 0)) for e in compared.values())
     if left:
         raise MigrationError(f"{left} mismatch(es) left; refusing to cut over")
-    freeze_started(cfg, p, run_id)  # compared data is still what is frozen now
 
     return step(cfg, p.country, run_id, "enable_writes",
                 lambda: write_gate.cutover(cfg, p.country, ACTOR, run_id))
