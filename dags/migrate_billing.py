@@ -119,7 +119,8 @@ def build(country: str) -> DAG:
         def report() -> dict:
             ctx = get_current_context()
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
-            return pipeline.final_report(CFG, country, ctx["run_id"], states.get(ctx["run_id"], {}))
+            return pipeline.final_report(CFG, country, ctx["run_id"], states.get(ctx["run_id"], {}),
+                                         dry_run=ctx["params"].get("dry_run") is True)
 
         frozen = disable_writes()
         lanes = plan()

@@ -87,6 +87,13 @@ def _target_counts(cfg, country) -> dict[str, int]:
     return out
 
 
+def _report(cfg, run_id) -> dict:
+    from billing_migration.stores import connections, s3io
+
+    key = s3io.run_prefix(cfg, COUNTRY, run_id) + "report.json"
+    return s3io.get_json(connections.s3_client(cfg), cfg.s3_bucket, key)
+
+
 def _app_write(cfg, country) -> None:
     """A legacy-application write (a promo credit) to one of the country's customers."""
     from billing_migration.stores import connections
@@ -125,9 +132,15 @@ def test_migrates_a_country_end_to_end_and_leaves_others_untouched(dags, seeded)
     assert _target_counts(cfg, OTHER)["customers"] == 0
     _app_write(cfg, OTHER)  # another country is still writable on legacy
 
+    rep = _report(cfg, run.run_id)
+    assert rep["outcome"] == "cut_over" and rep["freeze_window_s"] > 0
+    assert "legacy copy is frozen because NZ moved" in rep["serving"]
+    assert rep["stages"]["compare"]["counts"]["rounds"] == 1  # max over chunks, not their sum
+
     # Rerunning an already migrated country is a safe no-op.
     rerun = _run(dag)
     assert _state(rerun) == "success"
+    assert _report(cfg, rerun.run_id)["outcome"] == "already_cut_over"
     assert _target_counts(cfg, COUNTRY) == _source_counts(cfg, COUNTRY)
 
 
@@ -200,6 +213,10 @@ def test_failure_in_a_stage_leaves_the_country_writable_on_legacy(dags, seeded, 
     assert gate["serving_store"] == "legacy"
     assert not gate["writes_frozen"]
     _app_write(cfg, COUNTRY)  # writable again on the old store
+    if stage != "disable_writes":
+        rep = _report(cfg, run.run_id)
+        assert rep["outcome"] == "failed" and rep["freeze_window_s"] > 0  # it was frozen, then released
+        assert rep["failed_tasks"][0].startswith({"compare": "compare_and_repair"}.get(stage, stage))
     monkeypatch.delenv("BM_FAIL_AT")
     if stage in ("load", "enable_writes"):  # a rerun completes (checked on two stages to keep the suite short)
         rerun = _run(dag)
@@ -338,6 +355,7 @@ def test_dry_run_with_reset_leaves_the_target_untouched(dags, seeded):
     run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"), dry_run=True, reset="country")
     assert _state(run) == "success"
     assert _target_counts(cfg, COUNTRY) == before
+    assert _report(cfg, run.run_id)["outcome"] == "dry_run"
     gate = _gate(cfg, COUNTRY)
     assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
 

@@ -181,7 +181,8 @@ def export_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, A
 
     def _one(chunk: Chunk) -> dict[str, Any]:
         manifest = export.export_chunk(cfg, p.country, run_id, chunk.as_dict())
-        return {"rows": sum(t["rows"] for t in manifest["tables"].values())}
+        per_table = {f"rows.{name}": int(t["rows"]) for name, t in manifest["tables"].items()}
+        return {"rows": sum(per_table.values()), **per_table}
 
     return run_lane(cfg, p, run_id, "export", lane, _one)
 
@@ -297,24 +298,29 @@ def release_freeze(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
         log.warning("country %s is frozen by another run (%s); leaving it", country, st.get("freeze_run_id"))
         return {"action": "none", "status": st}
     out = write_gate.unfreeze(cfg, country, ACTOR, run_id, reason="run did not reach cut-over")
-    ledger.record(cfg, country, run_id, "release_freeze", "succeeded",
+    now = datetime.now(UTC)
+    ledger.record(cfg, country, run_id, "release_freeze", "succeeded", started_at=now, ended_at=now,
                   detail="writes re-enabled on legacy: the run did not reach cut-over")
     return {"action": "unfrozen", "result": out}
 
 
-def final_report(cfg: Config, country: str, run_id: str, task_states: dict[str, Any]) -> dict[str, Any]:
-    """Write the report to S3 and the log; fail loudly (pointing at it) if any task of the run failed."""
+def final_report(cfg: Config, country: str, run_id: str, task_states: dict[str, Any],
+                 dry_run: bool = False) -> dict[str, Any]:
+    """Write the report (JSON and Markdown) to S3 and the log; fail loudly, naming the task that failed
+    first, if the run failed.
+
+    Airflow 3's task SDK has no call that sets the DAG run's note from a task (the execution API only reads
+    it), so the Markdown goes to S3 as report.md and into this task's log.
+    """
     from billing_migration.country import report
 
     if task_states.get("validate_params") not in ("success", None):
         raise MigrationError(f"run refused by validate_params (see its log); {country} was not touched")
-    rep = report.build(cfg, country, run_id)
-    rep["task_states"] = {k: v for k, v in sorted(task_states.items()) if k != "report"}
+    rep = report.build(cfg, country, run_id, task_states, dry_run=dry_run)
     location = report.write(cfg, rep)
-    log.info("run report (%s):\n%s", location, report.render(rep))
-    failed = sorted(k for k, v in rep["task_states"].items() if v in ("failed", "upstream_failed"))
-    if failed:
-        raise MigrationError(f"run failed at {failed}; {country} stays on "
-                             f"{rep['serving_store']} (writes frozen: {bool(rep['writes_frozen'])}); "
-                             f"report: {location}")
+    log.info("run report (%s, and report.md beside it):\n%s", location, report.render_markdown(rep))
+    upstream_failed = [k for k, v in rep["task_states"].items() if v == "upstream_failed"]
+    if rep["outcome"] == "failed" or upstream_failed:
+        where = rep["failed_tasks"] or rep["failed_steps"] or upstream_failed
+        raise MigrationError(f"run failed at {where[0]}; {rep['serving']} Report: {location}")
     return {"report": location, "outcome": rep["outcome"], "freeze_window_s": rep["freeze_window_s"]}
