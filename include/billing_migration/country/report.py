@@ -191,7 +191,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(_failure_line(report))
     lines.append(f"{'step':<15} {'state':<10} {'parts':>5} {'wall s':>8} {'rows/s':>10}  counts")
     for name, s in report["stages"].items():
-        counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()))
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if not k.startswith("rows."))
         lines.append(f"{name:<15} {s['state']:<10} {s['parts']:>5} {s.get('wall_s', ''):>8} "
                      f"{s.get('rows_per_s', ''):>10}  {counts}")
         for err in s.get("errors", []):
