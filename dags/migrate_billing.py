@@ -13,8 +13,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from billing_migration.config import load_config
+from billing_migration.config import load_config, param_specs
 from billing_migration.country import pipeline
+from billing_migration.records import Lane
 
 CFG = load_config()
 
@@ -28,6 +29,16 @@ def _run_id() -> str:
     return get_current_context()["run_id"]
 
 
+# Mapped task instances show their lane and chunk range in the UI instead of [0], [1].
+LANE_LABEL = "{{ lane_label }}"
+
+
+def _lane(lane: dict) -> Lane:
+    rec = Lane.from_dict(lane)
+    get_current_context()["lane_label"] = rec.label  # type: ignore[typeddict-unknown-key]
+    return rec
+
+
 def build(country: str) -> DAG:
     s = CFG.country(country)
     with DAG(
@@ -39,29 +50,7 @@ def build(country: str) -> DAG:
         max_active_runs=1,
         tags=["billing-migration", f"country:{country}"],
         doc_md=__doc__,
-        params={
-            "country": Param(country, type="string", enum=[country], title="Country",
-                             description="Confirms which country this run freezes and migrates."),
-            "chunk_customers": Param(s.chunk_customers, type="integer", minimum=100, maximum=1_000_000,
-                                     title="Chunk size (customers)",
-                                     description="Customers per export/transform/load chunk."),
-            "parallelism": Param(s.max_parallel_chunks, type="integer", minimum=1, maximum=64,
-                                 title="Parallel lanes", description="Mapped task instances per stage."),
-            "error_budget": Param(s.error_budget, type="integer", minimum=0, title="Error budget",
-                                  description="Rejected records allowed before the run stops before loading."),
-            "rate_limit_rows_per_s": Param(s.rate_limit_rows_per_s, type="integer", minimum=0,
-                                           title="Rate limit (rows/s per lane)",
-                                           description="0 = unthrottled. Protects a production cluster."),
-            "load_concurrency": Param(s.load_concurrency, type="integer", minimum=1, maximum=2048,
-                                      title="In-flight writes per lane"),
-            "compare_rounds": Param(s.compare_rounds, type="integer", minimum=1, maximum=20,
-                                    title="Compare rounds",
-                                    description="compare → re-migrate mismatching customers → compare again."),
-            "reset": Param("none", type="string", enum=list(pipeline.RESET_CHOICES), title="Reset target",
-                           description="Delete this country's target data (or one table's) before loading."),
-            "dry_run": Param(False, type="boolean", title="Dry run",
-                             description="Export and validate only: no freeze, no Cassandra writes, no flip."),
-        },
+        params={name: Param(**spec) for name, spec in param_specs(country, s).items()},
     ) as dag:
 
         @task
@@ -87,37 +76,40 @@ def build(country: str) -> DAG:
 
         @task
         def plan() -> list[dict]:
-            return pipeline.plan(CFG, _params(), _run_id())
+            return [lane.as_dict() for lane in pipeline.plan(CFG, _params(), _run_id())]
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name,
+              map_index_template=LANE_LABEL)
         def export(lane: dict) -> dict:
-            return pipeline.export_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.export_lane(CFG, _params(), _run_id(), _lane(lane))
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, map_index_template=LANE_LABEL)
         def transform(lane: dict) -> dict:
-            return pipeline.transform_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.transform_lane(CFG, _params(), _run_id(), _lane(lane))
 
         @task
-        def error_budget(results: list[dict]) -> dict:
+        def error_budget() -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
             p = _params()
-            out = pipeline.check_error_budget(CFG, p, _run_id(), list(results))
+            out = pipeline.check_error_budget(CFG, p, _run_id())
             if p.dry_run:
                 raise AirflowSkipException(f"dry run: {out['rejects']} reject(s); nothing loaded")
             return out
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["cassandra"].name)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["cassandra"].name,
+              map_index_template=LANE_LABEL)
         def load(lane: dict) -> dict:
-            return pipeline.load_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.load_lane(CFG, _params(), _run_id(), _lane(lane))
 
-        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name)
+        @task(max_active_tis_per_dagrun=s.max_parallel_chunks, pool=CFG.pools["mysql"].name,
+              map_index_template=LANE_LABEL)
         def compare_and_repair(lane: dict) -> dict:
-            return pipeline.compare_lane(CFG, _params(), _run_id(), lane)
+            return pipeline.compare_lane(CFG, _params(), _run_id(), _lane(lane))
 
         @task
-        def enable_writes(results: list[dict]) -> dict:
-            return pipeline.enable_writes(CFG, _params(), _run_id(), list(results))
+        def enable_writes() -> dict:
+            return pipeline.enable_writes(CFG, _params(), _run_id())
 
         @task(trigger_rule="all_done")
         def release_freeze() -> dict:
@@ -127,7 +119,8 @@ def build(country: str) -> DAG:
         def report() -> dict:
             ctx = get_current_context()
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
-            return pipeline.final_report(CFG, country, ctx["run_id"], states.get(ctx["run_id"], {}))
+            return pipeline.final_report(CFG, country, ctx["run_id"], states.get(ctx["run_id"], {}),
+                                         dry_run=ctx["params"].get("dry_run") is True)
 
         frozen = disable_writes()
         lanes = plan()
@@ -135,10 +128,10 @@ def build(country: str) -> DAG:
         transformed = transform.expand(lane=lanes)
         export.expand(lane=lanes) >> transformed
         loaded = load.expand(lane=lanes)
-        error_budget(transformed) >> loaded
+        transformed >> error_budget() >> loaded
         compared = compare_and_repair.expand(lane=lanes)
         loaded >> compared
-        enable_writes(compared) >> release_freeze().as_teardown(setups=frozen) >> report()
+        compared >> enable_writes() >> release_freeze().as_teardown(setups=frozen) >> report()
     return dag
 
 

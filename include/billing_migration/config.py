@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from billing_migration.stores.schema import ENTITY_TABLES
 
 CONFIG_PATH = Path(__file__).with_name("migration.yaml")
 
@@ -45,31 +48,152 @@ class ConfigError(ValueError):
     """The declarative config (or a run's params) is invalid; nothing has been touched."""
 
 
-@dataclass(frozen=True)
-class StageSettings:
-    chunk_customers: int = 5000
-    max_parallel_chunks: int = 4
-    error_budget: int = 0
-    rate_limit_rows_per_s: int = 0
-    compare_rounds: int = 3
-    load_concurrency: int = 64
-    freeze_drain_timeout_s: int = 30
+def _int(default: int, lo: int, hi: int, title: str, description: str) -> Any:
+    return Field(default, ge=lo, le=hi, strict=True, title=title, description=description)
 
-    def validate(self, where: str) -> StageSettings:
-        limits = {
-            "chunk_customers": (1, 1_000_000),
-            "max_parallel_chunks": (1, 256),
-            "error_budget": (0, 10**12),
-            "rate_limit_rows_per_s": (0, 10**9),
-            "compare_rounds": (1, 20),
-            "load_concurrency": (1, 2048),
-            "freeze_drain_timeout_s": (1, 3600),
-        }
-        for name, (lo, hi) in limits.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise ConfigError(f"{where}.{name} must be an integer in [{lo}, {hi}], got {value!r}")
-        return self
+
+class StageSettings(BaseModel):
+    """Every per-country setting with its limits: the one source for migration.yaml validation, the DAG
+    Params (type, range, title, description, default) and the run-param check."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunk_customers: int = _int(5000, 100, 1_000_000, "Chunk size (customers)",
+                                "Customers per export/transform/load chunk (a keyset range of customer_id).")
+    max_parallel_chunks: int = _int(4, 1, 64, "Parallel lanes",
+                                    "Mapped task instances per stage; each lane takes every N-th chunk.")
+    error_budget: int = _int(0, 0, 10**12, "Error budget",
+                             "Rejected records allowed before the run stops, before any Cassandra write "
+                             "(0: any reject stops it).")
+    rate_limit_rows_per_s: int = _int(0, 0, 10**9, "Rate limit (rows/s per lane)",
+                                      "Cassandra writes per second per lane; 0 = unthrottled. Protects a "
+                                      "production cluster.")
+    compare_rounds: int = _int(3, 1, 20, "Compare rounds",
+                               "compare → re-migrate mismatching customers → compare again, at most this often.")
+    load_concurrency: int = _int(64, 1, 2048, "In-flight writes per lane", "Concurrent Cassandra writes per lane.")
+    freeze_drain_timeout_s: int = _int(30, 1, 3600, "Freeze drain timeout (s)",
+                                       "How long the freeze waits for in-flight legacy transactions.")
+    # ---- online mode (the "online" pipeline's settings; its code reads them from here) ----
+    mode: Literal["online", "offline"] = Field(
+        "online", title="Mode",
+        description="online: copy while the country stays writable, then freeze only for a short catch-up; "
+                    "offline: freeze writes for the whole copy.")
+    freeze_budget_s: int = _int(30, 1, 3600, "Freeze budget (s)",
+                                "Online mode: longest acceptable write freeze for the final catch-up.")
+    catchup_max_customers: int = _int(200, 0, 1_000_000, "Catch-up limit (customers)",
+                                      "Online mode: customers changed since the copy above which the run "
+                                      "catches up again before freezing.")
+    catchup_max_rounds: int = _int(10, 1, 100, "Catch-up rounds",
+                                   "Online mode: catch-up rounds before the run gives up.")
+
+
+def _allowed(name: str, model: type[BaseModel] = StageSettings) -> str:
+    """The allowed values of a field in words, from the model's own constraints."""
+    info = model.model_fields[name]
+    if get_origin(info.annotation) is Literal:
+        return f"one of {list(get_args(info.annotation))}"
+    if info.annotation is bool:
+        return "true or false"
+    lo = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    hi = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    return f"an integer in [{lo}, {hi}]" if info.annotation is int else str(info.annotation)
+
+
+def model_errors(exc: ValidationError, where: str, model: type[BaseModel]) -> ConfigError:
+    """One readable ConfigError for a pydantic error: each bad value with its allowed range."""
+    known = sorted(model.model_fields)
+    msgs = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden":
+            msgs.append(f"{where}: unknown setting {name!r}; known: {known}")
+        elif name in model.model_fields:
+            msgs.append(f"{where}.{name} must be {_allowed(name, model)}, got {err.get('input')!r}")
+        else:
+            msgs.append(f"{where}: {err['msg']}")
+    return ConfigError("; ".join(msgs))
+
+
+RESET_CHOICES: tuple[str, ...] = ("none", "country", *(t.name for t in ENTITY_TABLES))
+# Run params keep their established names where they differ from the setting they override.
+PARAM_NAMES = {"max_parallel_chunks": "parallelism"}
+
+
+class RunParams(StageSettings):
+    """One run's params: every setting (defaults from the country's) plus what only a run decides."""
+
+    country: str = Field(title="Country")
+    reset: Literal[RESET_CHOICES] = Field(  # type: ignore[valid-type]
+        "none", title="Reset target",
+        description="Delete this country's target data (or one table's) before loading. Ignored on a dry run.")
+    dry_run: bool = Field(
+        False, strict=True, title="Dry run",
+        description="Export and validate only. Writes nothing but this run's S3 prefix and its own ledger "
+                    "rows: no freeze, no reset, no target data written or deleted, no routing flip.")
+
+    @property
+    def parallelism(self) -> int:
+        return self.max_parallel_chunks
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def param_names() -> list[str]:
+    """The keys a run's conf may carry (sorted)."""
+    return sorted(PARAM_NAMES.get(n, n) for n in RunParams.model_fields)
+
+
+def run_params(country: str, settings: StageSettings, conf: dict[str, Any]) -> RunParams:
+    """Validate a run's conf against the model: unknown keys refused (naming the valid ones), every value
+    typed and in range, defaults from the country's settings."""
+    unknown = sorted(set(conf) - set(param_names()))
+    if unknown:
+        raise ConfigError(f"unknown param(s) {unknown}; valid params: {param_names()}")
+    by_field = {n: conf[PARAM_NAMES.get(n, n)] for n in RunParams.model_fields
+                if conf.get(PARAM_NAMES.get(n, n)) is not None}
+    try:
+        return RunParams.model_validate({**settings.model_dump(), **by_field, "country": country})
+    except ValidationError as exc:
+        err = model_errors(exc, "param", RunParams)
+        for field_name, param in PARAM_NAMES.items():
+            err = ConfigError(str(err).replace(f"param.{field_name} ", f"param.{param} "))
+        raise err from None
+
+
+def _warning(name: str, country: str) -> str:
+    return {
+        "country": f"This run FREEZES production billing writes for {country} on the legacy store until it "
+                   f"cuts {country} over to Cassandra (or fails and unfreezes). Confirms the country.",
+        "reset": f"DELETES {country}'s data (or one table's) in Cassandra before loading.",
+    }.get(name, "")
+
+
+def param_specs(country: str, settings: StageSettings) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of each DAG `Param`, generated from the model (no Airflow import here)."""
+    defaults = {**settings.model_dump(), "country": country, "reset": "none", "dry_run": False}
+    specs: dict[str, dict[str, Any]] = {}
+    for name, info in RunParams.model_fields.items():
+        spec: dict[str, Any] = {"default": defaults[name], "title": info.title}
+        allowed = _allowed(name, RunParams)
+        if name == "country":
+            spec.update(type="string", enum=[country])
+        elif get_origin(info.annotation) is Literal:
+            spec.update(type="string", enum=list(get_args(info.annotation)))
+        elif info.annotation is bool:
+            spec.update(type="boolean")
+        else:
+            spec["type"] = "integer"
+            for m in info.metadata:
+                if hasattr(m, "ge"):
+                    spec["minimum"] = m.ge
+                if hasattr(m, "le"):
+                    spec["maximum"] = m.le
+        parts = [_warning(name, country), info.description or "",
+                 "" if name == "country" else f"Allowed: {allowed}."]
+        spec["description"] = " ".join(p for p in parts if p)
+        specs[PARAM_NAMES.get(name, name)] = spec
+    return specs
 
 
 @dataclass(frozen=True)
@@ -114,11 +238,10 @@ def _settings(raw: Any, base: StageSettings, where: str) -> StageSettings:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping")
-    known = {f.name for f in fields(StageSettings)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return replace(base, **raw).validate(where)
+    try:
+        return StageSettings.model_validate({**base.model_dump(), **raw})
+    except ValidationError as exc:
+        raise model_errors(exc, where, StageSettings) from None
 
 
 def parse(raw: dict[str, Any], namespace: str = "") -> Config:

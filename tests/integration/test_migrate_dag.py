@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -86,6 +87,13 @@ def _target_counts(cfg, country) -> dict[str, int]:
     return out
 
 
+def _report(cfg, run_id) -> dict:
+    from billing_migration.stores import connections, s3io
+
+    key = s3io.run_prefix(cfg, COUNTRY, run_id) + "report.json"
+    return s3io.get_json(connections.s3_client(cfg), cfg.s3_bucket, key)
+
+
 def _app_write(cfg, country) -> None:
     """A legacy-application write (a promo credit) to one of the country's customers."""
     from billing_migration.stores import connections
@@ -124,9 +132,15 @@ def test_migrates_a_country_end_to_end_and_leaves_others_untouched(dags, seeded)
     assert _target_counts(cfg, OTHER)["customers"] == 0
     _app_write(cfg, OTHER)  # another country is still writable on legacy
 
+    rep = _report(cfg, run.run_id)
+    assert rep["outcome"] == "cut_over" and rep["freeze_window_s"] > 0
+    assert "legacy copy is frozen because NZ moved" in rep["serving"]
+    assert rep["stages"]["compare"]["counts"]["rounds"] == 1  # max over chunks, not their sum
+
     # Rerunning an already migrated country is a safe no-op.
     rerun = _run(dag)
     assert _state(rerun) == "success"
+    assert _report(cfg, rerun.run_id)["outcome"] == "already_cut_over"
     assert _target_counts(cfg, COUNTRY) == _source_counts(cfg, COUNTRY)
 
 
@@ -199,6 +213,10 @@ def test_failure_in_a_stage_leaves_the_country_writable_on_legacy(dags, seeded, 
     assert gate["serving_store"] == "legacy"
     assert not gate["writes_frozen"]
     _app_write(cfg, COUNTRY)  # writable again on the old store
+    if stage != "disable_writes":
+        rep = _report(cfg, run.run_id)
+        assert rep["outcome"] == "failed" and rep["freeze_window_s"] > 0  # it was frozen, then released
+        assert rep["failed_tasks"][0].startswith({"compare": "compare_and_repair"}.get(stage, stage))
     monkeypatch.delenv("BM_FAIL_AT")
     if stage in ("load", "enable_writes"):  # a rerun completes (checked on two stages to keep the suite short)
         rerun = _run(dag)
@@ -251,7 +269,7 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
         pipeline.load_lane(cfg, p, run_id, lane)
         with connections.cassandra_session(cfg) as s:
             row = s.execute("SELECT customer_id, entity_id, amount FROM customer_billing WHERE customer_id=%s "
-                            "AND entity_type='invoice' LIMIT 1", (lane["chunks"][0]["lo"],)).one()
+                            "AND entity_type='invoice' LIMIT 1", (lane.chunks[0].lo,)).one()
             if row is None:  # the first customer may have no invoice: take any invoice of the chunk
                 row = next(r for r in s.execute("SELECT customer_id, entity_id, amount, entity_type FROM "
                                                 "customer_billing") if r.entity_type == "invoice")
@@ -316,9 +334,87 @@ def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_complet
     pipeline.load_lane(cfg, p, run_id, lane)
     out = pipeline.compare_lane(cfg, p, run_id, lane)
     assert out["round1_mismatches"] == 0  # the write made while unfrozen was exported and loaded
-    pipeline.enable_writes(cfg, p, run_id, [out])
+    pipeline.enable_writes(cfg, p, run_id)
     assert write_gate.status(cfg, COUNTRY)["serving_store"] == "cassandra"
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
         cur.execute("SELECT MIN(customer_id), MAX(customer_id) FROM customers WHERE country=%s", (COUNTRY,))
         lo, hi = cur.fetchone()
     assert compare.mismatching_customers(compare.compare_range(cfg, COUNTRY, lo, hi)) == []
+
+
+def test_dry_run_with_reset_leaves_the_target_untouched(dags, seeded):
+    """A dry run writes nothing but its own S3 prefix and ledger rows: `reset` is not applied."""
+    from billing_migration.stores import connections
+
+    cfg = seeded
+    with connections.cassandra_session(cfg) as s:
+        s.execute("INSERT INTO customers_by_country (country, bucket, customer_id, run_id) VALUES (%s, 0, 1, 'x')",
+                  (COUNTRY,))
+    before = _target_counts(cfg, COUNTRY)
+    assert before["customers"] == 1
+    run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"), dry_run=True, reset="country")
+    assert _state(run) == "success"
+    assert _target_counts(cfg, COUNTRY) == before
+    assert _report(cfg, run.run_id)["outcome"] == "dry_run"
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
+
+
+def test_unknown_conf_key_fails_the_run_before_any_write(dags, seeded, caplog, capsys):
+    from billing_migration.stores import ledger
+
+    cfg = seeded
+    before = ledger.last_runs(cfg, COUNTRY, 100)
+    run = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}").test(run_conf={"country": COUNTRY, "chunk_size": 1000})
+    assert _state(run) == "failed"
+    logs = caplog.text + "".join(capsys.readouterr())
+    assert "unknown param(s) ['chunk_size']" in logs and "'chunk_customers'" in logs
+    gate = _gate(cfg, COUNTRY)
+    assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
+    assert ledger.last_runs(cfg, COUNTRY, 100) == before
+    assert _target_counts(cfg, COUNTRY)["customers"] == 0
+
+
+def test_error_budget_counts_the_rejects_of_chunks_done_before_a_resume(cfg, legacy_db, cassandra_ks, s3):
+    """A resumed transform lane returns only what it did now; the budget still counts every reject of the run."""
+    from billing_migration.country import pipeline
+    from billing_migration.country.pipeline import MigrationError
+    from billing_migration.devtools import generator
+    from billing_migration.stores import ledger, write_gate
+
+    write_gate.reset_routing(cfg, "test", "fresh seed")
+    generator.seed(cfg, 300, seed=11, countries=MIX, dirty_rate=0.02)
+    run_id = f"manual__budget_{os.getpid()}_{time.time_ns()}"
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    pipeline.disable_writes(cfg, p, run_id)
+    try:
+        (lane,) = pipeline.plan(cfg, p, run_id)
+        assert len(lane.chunks) >= 2
+        pipeline.export_lane(cfg, p, run_id, lane)
+        first = pipeline.transform_lane(cfg, p, run_id, replace(lane, chunks=lane.chunks[:-1]))  # then "crash"
+        resumed = pipeline.transform_lane(cfg, p, run_id, lane)
+        assert resumed["skipped_chunks"] == len(lane.chunks) - 1
+        total = sum(e["counts"].get("rejects", 0) for e in ledger.get_run(cfg, COUNTRY, run_id)
+                    if e["step"] == "transform" and e["part"] >= 0)
+        assert first["rejects"] > 0 and total > resumed["rejects"]
+        with pytest.raises(MigrationError, match=f"{total} record\\(s\\) rejected"):
+            pipeline.check_error_budget(cfg, p.model_copy(update={"error_budget": total - 1}), run_id)
+        ok = pipeline.check_error_budget(cfg, p.model_copy(update={"error_budget": total}), run_id)
+        assert ok["rejects"] == total
+    finally:
+        write_gate.unfreeze(cfg, COUNTRY, "test", run_id, reason="test done")
+
+
+NOISE = ("[error", "ERROR", "XCom not found", "USE <keyspace>", "Legacy execution parameters")
+
+
+def test_a_successful_run_logs_no_error_and_none_of_our_warnings(dags, seeded, caplog, capfd):
+    run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"))
+    assert _state(run) == "success"
+    out, err = capfd.readouterr()
+    lines = (caplog.text + out + err).splitlines()
+    assert any("[DAG TEST] end task" in line for line in lines), "the task logs were not captured"
+    noisy = [line for line in lines if any(n in line for n in NOISE)]
+    assert noisy == [], noisy[:5]
+    labels = {ti.task_id: ti.rendered_map_index for ti in run.get_task_instances() if ti.map_index >= 0}
+    assert labels and all(v and v.startswith("lane ") for v in labels.values()), labels

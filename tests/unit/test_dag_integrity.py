@@ -45,3 +45,23 @@ def test_country_dag_chain_and_safety_net(bag):
     for name in ("chunk_customers", "parallelism", "error_budget", "rate_limit_rows_per_s", "compare_rounds",
                  "reset", "dry_run"):
         assert name in params
+
+
+def test_params_are_generated_from_the_settings_model(bag):
+    from billing_migration.config import param_names, param_specs
+
+    dag = bag.get_dag("migrate_billing_br")
+    assert sorted(dag.params) == param_names()
+    specs = param_specs("BR", load_config().country("BR"))
+    for name, spec in specs.items():
+        param = dag.params.get_param(name)
+        for key in ("type", "minimum", "maximum", "enum", "title"):
+            assert param.schema.get(key) == spec.get(key), (name, key)
+        assert param.description == spec["description"] and param.value == spec["default"]
+    assert "FREEZES production billing writes for BR" in dag.params.get_param("country").description
+
+
+def test_mapped_tasks_are_labelled_by_lane(bag):
+    dag = bag.get_dag("migrate_billing_us")
+    for task_id in ("export", "transform", "load", "compare_and_repair"):
+        assert dag.get_task(task_id).map_index_template == "{{ lane_label }}", task_id

@@ -29,11 +29,12 @@ def test_values_given_are_used():
     [
         ({"country": "BR"}, "this DAG migrates US"),
         ({"country": "XX"}, "not an ISO"),
-        ({"country": "US", "chunk_customers": 5}, "chunk_customers must be in"),
+        ({"country": "US", "chunk_customers": 5}, r"chunk_customers must be an integer in \[100, 1000000\]"),
         ({"country": "US", "chunk_customers": "many"}, "must be an integer"),
-        ({"country": "US", "parallelism": 0}, "parallelism must be in"),
-        ({"country": "US", "error_budget": -1}, "error_budget must be in"),
-        ({"country": "US", "compare_rounds": 99}, "compare_rounds must be in"),
+        ({"country": "US", "parallelism": 0}, r"parallelism must be an integer in \[1, 64\]"),
+        ({"country": "US", "error_budget": -1}, "error_budget must be an integer in"),
+        ({"country": "US", "compare_rounds": 99}, r"compare_rounds must be an integer in \[1, 20\]"),
+        ({"country": "US", "mode": "fast"}, "mode must be one of"),
         ({"country": "US", "reset": "everything"}, "reset must be one of"),
         ({"country": "US", "dry_run": "yes"}, "dry_run must be true or false"),
         ({"country": "US", "parallelism": True}, "must be an integer"),
@@ -46,3 +47,20 @@ def test_bad_params_are_refused(params, message):
 
 def test_reset_choices_cover_every_entity_table():
     assert {"none", "country", "invoices", "payments", "subscriptions"} <= set(RESET_CHOICES)
+
+
+def test_unknown_params_are_refused_naming_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown param\(s\) \['chunk_size'\]; valid params: .*'chunk_customers'"):
+        validate_params(CFG, "US", {"country": "US", "chunk_size": 1000})
+
+
+def test_param_limits_are_the_config_limits():
+    """What the YAML accepts, a run accepts; what one refuses, the other refuses (one model)."""
+    from billing_migration.config import ConfigError as CE
+
+    with pytest.raises(CE, match="chunk_customers"):
+        parse({"connections": CFG.connections, "countries": {"US": {"chunk_customers": 50}}})
+    with pytest.raises(ConfigError, match="chunk_customers"):
+        validate_params(CFG, "US", {"country": "US", "chunk_customers": 50})
+    p = validate_params(CFG, "US", {"country": "US", "parallelism": 64, "freeze_drain_timeout_s": 5})
+    assert (p.parallelism, p.freeze_drain_timeout_s) == (64, 5)

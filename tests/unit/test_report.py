@@ -23,6 +23,7 @@ def fake_sources(monkeypatch):
     def install(entries, gate):
         monkeypatch.setattr(report.ledger, "get_run", lambda cfg, country, run_id: entries)
         monkeypatch.setattr(report.write_gate, "status", lambda cfg, country: gate)
+        monkeypatch.setattr(report.write_gate, "events", lambda cfg, country, limit=100: [])
     return install
 
 
@@ -54,3 +55,107 @@ def test_failed_run_lists_the_failing_step_and_its_error(fake_sources):
     assert rep["stages"]["transform"]["failed_parts"] == [3]
     assert rep["freeze_window_s"] == 5.0  # frozen until the teardown re-enabled writes
     assert "MigrationError: injected" in report.render(rep)
+
+
+def _events(run_id, *pairs):
+    return [{"action": a, "run_id": run_id, "at": (T0 + timedelta(seconds=t)).isoformat()} for a, t in pairs][::-1]
+
+
+@pytest.fixture
+def sources(monkeypatch):
+    def install(entries, gate, events=()):
+        monkeypatch.setattr(report.ledger, "get_run", lambda cfg, country, run_id: entries)
+        monkeypatch.setattr(report.write_gate, "status", lambda cfg, country: gate)
+        monkeypatch.setattr(report.write_gate, "events", lambda cfg, country, limit=100: list(events))
+    return install
+
+
+CUT = {"serving_store": "cassandra", "writes_frozen": True, "cutover_run_id": "r", "freeze_run_id": "r"}
+LEGACY = {"serving_store": "legacy", "writes_frozen": False}
+
+
+def test_chunk_ids_rounds_and_seconds_are_not_summed(sources):
+    sources([
+        _e("transform", "succeeded", part=0, start=1, end=2, chunk=0, rejects=2, seconds=0, rows_out=10),
+        _e("transform", "succeeded", part=1, start=1, end=3.5, chunk=1, rejects=1, seconds=0, rows_out=20),
+        _e("compare", "succeeded", part=0, start=4, end=6, chunk=0, rounds=3, remigrated_customers=2),
+        _e("compare", "succeeded", part=1, start=4, end=5, chunk=1, rounds=1, remigrated_customers=0),
+    ], LEGACY)
+    rep = report.build(CFG, "NZ", "r")
+    t, c = rep["stages"]["transform"], rep["stages"]["compare"]
+    assert "chunk" not in t["counts"] and "seconds" not in t["counts"]
+    assert t["counts"]["rejects"] == 3 and t["wall_s"] == 2.5 and t["parts"] == 2
+    assert c["counts"]["rounds"] == 3 and c["counts"]["remigrated_customers"] == 2
+    text = report.render(rep)
+    assert "chunk=" not in text and "seconds=" not in text and "rounds=3" in text
+
+
+def test_freeze_window_of_a_failed_run_that_was_frozen(sources):
+    failed = _e("load", "failed", part=0, start=10, end=11)
+    released = {**_e("release_freeze", "succeeded"), "started_at": None, "ended_at": None}
+    sources([_e("disable_writes", "succeeded", start=1, end=2), failed, released], LEGACY,
+            _events("r", ("freeze", 1.5), ("unfreeze", 31.5)))
+    rep = report.build(CFG, "NZ", "r", task_states={"load_0": "failed", "enable_writes": "upstream_failed"})
+    assert rep["outcome"] == "failed"
+    assert rep["freeze_window_s"] == 30.0
+    assert "30.0 s" in report.render_markdown(rep)
+
+
+def test_dry_run_says_dry_run_and_never_frozen(sources):
+    sources([_e("plan", "succeeded"), _e("transform", "succeeded", part=0, rejects=0),
+             _e("error_budget", "succeeded", rejects=0, error_budget=0)], LEGACY)
+    rep = report.build(CFG, "NZ", "r", task_states={"error_budget": "skipped", "load_0": "skipped"}, dry_run=True)
+    assert rep["outcome"] == "dry_run" and rep["freeze_window_s"] is None
+    md = report.render_markdown(rep)
+    assert "dry run" in md.lower() and "writable" in md
+
+
+def test_rerun_of_a_cut_over_country_is_a_no_op(sources):
+    sources([], {**CUT, "cutover_run_id": "earlier", "freeze_run_id": "earlier"})
+    rep = report.build(CFG, "NZ", "r", task_states={"check_routing": "skipped", "disable_writes": "skipped"})
+    assert rep["outcome"] == "already_cut_over"
+    assert "earlier" in report.render(rep)
+
+
+def test_cut_over_says_which_store_serves_and_why_legacy_is_frozen(sources):
+    sources([_e("disable_writes", "succeeded", start=0, end=1), _e("enable_writes", "succeeded", start=7, end=8)],
+            CUT, _events("r", ("freeze", 0.5), ("cutover", 7.5)))
+    rep = report.build(CFG, "NZ", "r")
+    assert rep["outcome"] == "cut_over" and rep["freeze_window_s"] == 7.0
+    for text in (report.render(rep), report.render_markdown(rep)):
+        assert "writes frozen: True" not in text
+        assert "served by Cassandra" in text and "legacy copy is frozen because NZ moved" in text
+
+
+def test_failure_line_names_the_task_that_failed_not_the_skipped_ones(sources):
+    sources([_e("disable_writes", "succeeded"), _e("load", "failed", part=1)], LEGACY)
+    states = {"check_routing": "success", "compare_and_repair_0": "upstream_failed", "enable_writes": "upstream_failed",
+              "load_0": "success", "load_1": "failed", "release_freeze": "success", "error_budget": "success"}
+    rep = report.build(CFG, "NZ", "r", task_states=states)
+    assert rep["failed_tasks"] == ["load_1"]
+    assert "failed at load_1" in report.render(rep)
+    assert "writable on legacy" in report.render_markdown(rep)
+
+
+def test_incomplete_only_while_a_step_still_runs(sources):
+    sources([_e("disable_writes", "succeeded"), {**_e("export", "running", part=0), "ended_at": None}],
+            {"serving_store": "legacy", "writes_frozen": True, "freeze_run_id": "r"})
+    assert report.build(CFG, "NZ", "r")["outcome"] == "incomplete"
+
+
+def test_markdown_summary_reads_without_scrolling(sources):
+    sources([
+        _e("disable_writes", "succeeded", start=0, end=1),
+        _e("export", "succeeded", part=0, start=1, end=2, rows=30, **{"rows.invoices": 20, "rows.customers": 10}),
+        _e("load", "succeeded", part=0, start=3, end=4, rows=30, customers=10),
+        _e("error_budget", "succeeded", rejects=1, error_budget=5),
+        _e("compare", "succeeded", part=0, start=4, end=5, rounds=2, remigrated_customers=1, mismatches_left=0,
+           customers_compared=10),
+        _e("enable_writes", "succeeded", start=6, end=7),
+    ], CUT, _events("r", ("freeze", 0), ("cutover", 7)))
+    md = report.render_markdown(report.build(CFG, "NZ", "r"))
+    assert max(len(line) for line in md.splitlines()) <= 120
+    for label in ("Outcome", "Serving store", "Freeze window", "Rows", "Rejects", "Compare", "Re-migrated",
+                  "Duration"):
+        assert f"| {label}" in md, label
+    assert "| invoices | 20 |" in md and "1 / budget 5" in md

@@ -13,17 +13,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from billing_migration.config import Config, ConfigError, normalize_country
+from billing_migration.config import RESET_CHOICES as RESET_CHOICES  # re-exported: the DAG's reset choices
+from billing_migration.config import Config, ConfigError, RunParams, normalize_country, run_params
+from billing_migration.records import Chunk, Lane, StepCounts
 from billing_migration.stores import ledger, s3io, write_gate
-from billing_migration.stores.schema import ENTITY_TABLES
 
 log = logging.getLogger(__name__)
 
-RESET_CHOICES = ("none", "country", *(t.name for t in ENTITY_TABLES))
 ACTOR = "airflow:migrate_billing"
 
 
@@ -31,59 +30,13 @@ class MigrationError(RuntimeError):
     """A step found a condition that must stop the run (the country stays writable on legacy)."""
 
 
-@dataclass(frozen=True)
-class RunParams:
-    country: str
-    chunk_customers: int
-    parallelism: int
-    error_budget: int
-    rate_limit_rows_per_s: int
-    compare_rounds: int
-    load_concurrency: int
-    reset: str
-    dry_run: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def validate_params(cfg: Config, country: str, params: dict[str, Any]) -> RunParams:
-    """Refuse a bad run before anything is touched: every value typed and in range, the country confirmed."""
+    """Refuse a bad run before anything is touched: unknown keys, wrong types or ranges, the wrong country."""
     settings = cfg.country(country)
     given = normalize_country(params.get("country", country))
     if given != country:
         raise ConfigError(f"this DAG migrates {country}; the country param says {given!r}")
-
-    def _int(name: str, default: int, lo: int, hi: int) -> int:
-        value = params.get(name, default)
-        if value is None:
-            value = default
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            else:
-                raise ConfigError(f"param {name} must be an integer, got {value!r}")
-        if not lo <= value <= hi:
-            raise ConfigError(f"param {name} must be in [{lo}, {hi}], got {value}")
-        return value
-
-    reset = params.get("reset") or "none"
-    if reset not in RESET_CHOICES:
-        raise ConfigError(f"param reset must be one of {list(RESET_CHOICES)}, got {reset!r}")
-    dry_run = params.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ConfigError(f"param dry_run must be true or false, got {dry_run!r}")
-    return RunParams(
-        country=country,
-        chunk_customers=_int("chunk_customers", settings.chunk_customers, 100, 1_000_000),
-        parallelism=_int("parallelism", settings.max_parallel_chunks, 1, 64),
-        error_budget=_int("error_budget", settings.error_budget, 0, 10**12),
-        rate_limit_rows_per_s=_int("rate_limit_rows_per_s", settings.rate_limit_rows_per_s, 0, 10**9),
-        compare_rounds=_int("compare_rounds", settings.compare_rounds, 1, 20),
-        load_concurrency=_int("load_concurrency", settings.load_concurrency, 1, 2048),
-        reset=reset,
-        dry_run=dry_run,
-    )
+    return run_params(country, settings, {**params, "country": country})
 
 
 def inject_failure(step: str) -> None:
@@ -119,26 +72,27 @@ def check_routing(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
 
 
 def disable_writes(cfg: Config, p: RunParams, run_id: str) -> dict[str, Any]:
-    drain = cfg.country(p.country).freeze_drain_timeout_s
     return step(cfg, p.country, run_id, "disable_writes",
-                lambda: write_gate.freeze(cfg, p.country, ACTOR, run_id, drain_timeout_s=drain))
+                lambda: write_gate.freeze(cfg, p.country, ACTOR, run_id, drain_timeout_s=p.freeze_drain_timeout_s))
 
 
-def plan(cfg: Config, p: RunParams, run_id: str) -> list[dict[str, Any]]:
+def plan(cfg: Config, p: RunParams, run_id: str) -> list[Lane]:
     """Reset the target if asked, export the plan catalogue, cut the country into chunks and lanes."""
     from billing_migration.country import export, load
 
-    def _plan() -> dict[str, Any]:
-        if p.reset != "none":
-            load.delete_country(cfg, p.country, table=None if p.reset == "country" else p.reset)
-        chunks = export.plan_chunks(cfg, p.country, p.chunk_customers)
-        export.export_plans(cfg, p.country, run_id)
-        return {"chunks": len(chunks), "customers": sum(c["customers"] for c in chunks), "_chunks": chunks}
+    chunks: list[Chunk] = []
 
-    out = step(cfg, p.country, run_id, "plan", _plan)
-    chunks = out["_chunks"]
-    lanes = max(1, min(p.parallelism, len(chunks)))
-    return [{"lane": k, "lanes": lanes, "chunks": chunks[k::lanes]} for k in range(lanes)]
+    def _plan() -> StepCounts:
+        if p.reset != "none" and p.dry_run:
+            log.info("dry run: reset=%s not applied (a dry run changes no target data)", p.reset)
+        elif p.reset != "none":
+            load.delete_country(cfg, p.country, table=None if p.reset == "country" else p.reset)
+        chunks[:] = [Chunk.from_dict(c) for c in export.plan_chunks(cfg, p.country, p.chunk_customers)]
+        export.export_plans(cfg, p.country, run_id)
+        return {"chunks": len(chunks), "customers": sum(c.customers for c in chunks)}
+
+    step(cfg, p.country, run_id, "plan", _plan)
+    return Lane.split(chunks, p.parallelism)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -175,21 +129,37 @@ def freeze_started(cfg: Config, p: RunParams, run_id: str,
     return frozen_at
 
 
-def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: dict[str, Any],
-             fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+def done_chunks(entries: list[dict[str, Any]], name: str, frozen_at: datetime | None) -> dict[int, dict]:
+    """chunk -> ledger row (its latest attempt) of the chunks of a step done within the current freeze:
+    what a resumed lane skips, and what run-wide checks count."""
+    return {e["part"]: e for e in entries
+            if e["step"] == name and e["state"] in ledger.DONE_STATES and e["part"] is not None
+            and e["part"] >= 0 and (frozen_at is None or (_utc(e["ended_at"]) or frozen_at) >= frozen_at)}
+
+
+def run_chunks(cfg: Config, p: RunParams, run_id: str, name: str) -> dict[int, dict]:
+    """The done chunks of a step for the whole run, refusing if a planned chunk is missing."""
+    entries = ledger.get_run(cfg, p.country, run_id)
+    done = done_chunks(entries, name, freeze_started(cfg, p, run_id, entries))
+    plans = [e for e in entries if e["step"] == "plan" and e["state"] == "succeeded" and e["part"] < 0]
+    planned = int(plans[-1]["counts"].get("chunks", 0)) if plans else 0
+    if len(done) < planned:
+        raise MigrationError(f"{name}: {planned - len(done)} of {planned} planned chunk(s) not done in this run")
+    return done
+
+
+def run_lane(cfg: Config, p: RunParams, run_id: str, name: str, lane: Lane | dict[str, Any],
+             fn: Callable[[Chunk], dict[str, Any]]) -> StepCounts:
     """Run `fn` on each chunk of the lane, skipping chunks the ledger has as done within the current
     freeze; sums the counts."""
     entries = ledger.get_run(cfg, p.country, run_id)
-    frozen_at = freeze_started(cfg, p, run_id, entries)
-    done = {e["part"] for e in entries
-            if e["step"] == name and e["state"] in ("succeeded", "skipped") and e["part"] is not None
-            and e["part"] >= 0 and (frozen_at is None or (_utc(e["ended_at"]) or frozen_at) >= frozen_at)}
+    done = done_chunks(entries, name, freeze_started(cfg, p, run_id, entries))
     totals: dict[str, Any] = {"chunks": 0, "skipped_chunks": 0}
-    for chunk in lane["chunks"]:
-        if chunk["chunk"] in done:
+    for chunk in Lane.from_dict(lane).chunks:
+        if chunk.chunk in done:
             totals["skipped_chunks"] += 1
             continue
-        counts = step(cfg, p.country, run_id, name, lambda c=chunk: fn(c), part=chunk["chunk"])
+        counts = step(cfg, p.country, run_id, name, lambda c=chunk: fn(c), part=chunk.chunk)
         totals["chunks"] += 1
         for k, v in _flatten(counts).items():
             if k != "chunk" and not k.endswith("per_s"):  # ids and rates do not add up across chunks
@@ -207,26 +177,31 @@ def _flatten(counts: dict[str, Any], prefix: str = "") -> dict[str, int]:
     return out
 
 
-def export_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def export_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     from billing_migration.country import export
 
-    def _one(chunk: dict[str, Any]) -> dict[str, Any]:
-        manifest = export.export_chunk(cfg, p.country, run_id, chunk)
-        return {"rows": sum(t["rows"] for t in manifest["tables"].values())}
+    def _one(chunk: Chunk) -> dict[str, Any]:
+        manifest = export.export_chunk(cfg, p.country, run_id, chunk.as_dict())
+        per_table = {f"rows.{name}": int(t["rows"]) for name, t in manifest["tables"].items()}
+        return {"rows": sum(per_table.values()), **per_table}
 
     return run_lane(cfg, p, run_id, "export", lane, _one)
 
 
-def transform_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def transform_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     from billing_migration.country import transform
 
     return run_lane(cfg, p, run_id, "transform", lane,
-                    lambda c: transform.transform_chunk(cfg, p.country, run_id, c["chunk"]))
+                    lambda c: transform.transform_chunk(cfg, p.country, run_id, c.chunk))
 
 
-def check_error_budget(cfg: Config, p: RunParams, run_id: str, lane_results: list[dict[str, Any]]) -> dict:
-    """Stop before any write to Cassandra when the rejects exceed the budget."""
-    rejects = sum(int(r.get("rejects", 0)) for r in lane_results)
+def check_error_budget(cfg: Config, p: RunParams, run_id: str) -> dict:
+    """Stop before any write to Cassandra when the run's rejects exceed the budget.
+
+    Counted from the ledger (every transformed chunk of the run, done now or before a resume), never from
+    lane return values, which a resumed lane only has for the chunks it did itself.
+    """
+    rejects = sum(int(e["counts"].get("rejects", 0)) for e in run_chunks(cfg, p, run_id, "transform").values())
 
     def _check() -> dict[str, Any]:
         if rejects > p.error_budget:
@@ -239,13 +214,14 @@ def check_error_budget(cfg: Config, p: RunParams, run_id: str, lane_results: lis
     return step(cfg, p.country, run_id, "error_budget", _check)
 
 
-def load_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def load_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     from billing_migration.country import load
 
-    if lane["lane"] == 0:
+    lane = Lane.from_dict(lane)
+    if lane.lane == 0:
         step(cfg, p.country, run_id, "load_plans", lambda: load.load_plans(cfg, p.country, run_id))
     return run_lane(cfg, p, run_id, "load", lane, lambda c: load.load_chunk(
-        cfg, p.country, run_id, c["chunk"], concurrency=p.load_concurrency,
+        cfg, p.country, run_id, c.chunk, concurrency=p.load_concurrency,
         rate_limit_rows_per_s=p.rate_limit_rows_per_s))
 
 
@@ -262,18 +238,18 @@ def quarantined_keys(cfg: Config, country: str, run_id: str) -> set[tuple[str, i
     return out
 
 
-def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -> dict[str, Any]:
+def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, Any]) -> StepCounts:
     """Compare each chunk; re-migrate mismatching customers whole and compare again, up to compare_rounds."""
     from billing_migration.country import compare, remigrate
 
     quarantined = quarantined_keys(cfg, p.country, run_id)
 
-    def _one(chunk: dict[str, Any]) -> dict[str, Any]:
+    def _one(chunk: Chunk) -> dict[str, Any]:
         totals: dict[str, int] = {"rounds": 0, "remigrated_customers": 0}
         ids: list[int] | None = None
         result = None
         for round_no in range(1, p.compare_rounds + 1):
-            result = compare.compare_range(cfg, p.country, chunk["lo"], chunk["hi"], customer_ids=ids,
+            result = compare.compare_range(cfg, p.country, chunk.lo, chunk.hi, customer_ids=ids,
                                            quarantined=quarantined)
             totals["rounds"] = round_no
             if round_no == 1:
@@ -285,15 +261,15 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
             totals[f"round{round_no}_mismatches"] = len(bad)
             totals["quarantined"] = kinds.get("quarantined", 0)
             if bad:
-                compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk["chunk"])
+                compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk.chunk)
             if not bad:
                 break
             if round_no == p.compare_rounds:
                 raise MigrationError(
-                    f"chunk {chunk['chunk']}: {len(bad)} customer(s) still differ after {round_no} round(s) "
+                    f"chunk {chunk.chunk}: {len(bad)} customer(s) still differ after {round_no} round(s) "
                     f"of compare and re-migration, e.g. {bad[:5]}; mismatch reports under s3://"
                     f"{cfg.s3_bucket}/{s3io.run_prefix(cfg, p.country, run_id)}compare/")
-            remigrate.remigrate_customers(cfg, p.country, run_id, bad, round_no, source_chunk=chunk["chunk"])
+            remigrate.remigrate_customers(cfg, p.country, run_id, bad, round_no, source_chunk=chunk.chunk)
             totals["remigrated_customers"] += len(bad)
             ids = bad
         totals["mismatches_left"] = 0
@@ -302,12 +278,13 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
     return run_lane(cfg, p, run_id, "compare", lane, _one)
 
 
-def enable_writes(cfg: Config, p: RunParams, run_id: str, compare_results: list[dict[str, Any]]) -> dict:
-    """Flip routing to Cassandra, only after every chunk compared clean."""
-    left = sum(int(r.get("mismatches_left", 0)) for r in compare_results)
+def enable_writes(cfg: Config, p: RunParams, run_id: str) -> dict:
+    """Flip routing to Cassandra, only after every planned chunk compared clean inside the current freeze
+    (read from the ledger, so a resumed compare lane counts too)."""
+    compared = run_chunks(cfg, p, run_id, "compare")
+    left = sum(int(e["counts"].get("mismatches_left", 0)) for e in compared.values())
     if left:
         raise MigrationError(f"{left} mismatch(es) left; refusing to cut over")
-    freeze_started(cfg, p, run_id)  # compared data is still what is frozen now
 
     return step(cfg, p.country, run_id, "enable_writes",
                 lambda: write_gate.cutover(cfg, p.country, ACTOR, run_id))
@@ -322,22 +299,29 @@ def release_freeze(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
         log.warning("country %s is frozen by another run (%s); leaving it", country, st.get("freeze_run_id"))
         return {"action": "none", "status": st}
     out = write_gate.unfreeze(cfg, country, ACTOR, run_id, reason="run did not reach cut-over")
-    ledger.record(cfg, country, run_id, "release_freeze", "succeeded",
+    now = datetime.now(UTC)
+    ledger.record(cfg, country, run_id, "release_freeze", "succeeded", started_at=now, ended_at=now,
                   detail="writes re-enabled on legacy: the run did not reach cut-over")
     return {"action": "unfrozen", "result": out}
 
 
-def final_report(cfg: Config, country: str, run_id: str, task_states: dict[str, Any]) -> dict[str, Any]:
-    """Write the report to S3 and the log; fail loudly (pointing at it) if any task of the run failed."""
+def final_report(cfg: Config, country: str, run_id: str, task_states: dict[str, Any],
+                 dry_run: bool = False) -> dict[str, Any]:
+    """Write the report (JSON and Markdown) to S3 and the log; fail loudly, naming the task that failed
+    first, if the run failed.
+
+    Airflow 3's task SDK has no call that sets the DAG run's note from a task (the execution API only reads
+    it), so the Markdown goes to S3 as report.md and into this task's log.
+    """
     from billing_migration.country import report
 
-    rep = report.build(cfg, country, run_id)
-    rep["task_states"] = {k: v for k, v in sorted(task_states.items()) if k != "report"}
+    if task_states.get("validate_params") not in ("success", None):
+        raise MigrationError(f"run refused by validate_params (see its log); {country} was not touched")
+    rep = report.build(cfg, country, run_id, task_states, dry_run=dry_run)
     location = report.write(cfg, rep)
-    log.info("run report (%s):\n%s", location, report.render(rep))
-    failed = sorted(k for k, v in rep["task_states"].items() if v in ("failed", "upstream_failed"))
-    if failed:
-        raise MigrationError(f"run failed at {failed}; {country} stays on "
-                             f"{rep['serving_store']} (writes frozen: {bool(rep['writes_frozen'])}); "
-                             f"report: {location}")
+    log.info("run report (%s, and report.md beside it):\n%s", location, report.render_markdown(rep))
+    upstream_failed = [k for k, v in rep["task_states"].items() if v == "upstream_failed"]
+    if rep["outcome"] == "failed" or upstream_failed:
+        where = rep["failed_tasks"] or rep["failed_steps"] or upstream_failed
+        raise MigrationError(f"run failed at {where[0]}; {rep['serving']} Report: {location}")
     return {"report": location, "outcome": rep["outcome"], "freeze_window_s": rep["freeze_window_s"]}

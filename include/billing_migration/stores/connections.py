@@ -7,6 +7,7 @@ Secrets come only from Airflow connections (in this project: `AIRFLOW_CONN_*` en
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -52,18 +53,69 @@ def mysql_url(role: str = "mysql_export", cfg: Config | None = None) -> str:
 
 
 def cassandra_cluster(cfg: Config | None = None):
-    """A driver Cluster from the Airflow connection, always with token-aware routing.
+    """A driver Cluster from the Airflow connection, with token-aware routing in its default execution profile.
 
-    The Airflow hook falls back to a plain RoundRobinPolicy when the connection names no policy, so every
-    write would take an extra coordinator hop: wrap it in TokenAwarePolicy (replicas of the key first).
+    Built from the connection here rather than by CassandraHook: the hook passes the load-balancing policy
+    as a legacy Cluster parameter (the driver then warns on every task) and falls back to a plain
+    RoundRobinPolicy, costing every write an extra coordinator hop.
     """
     from airflow.providers.apache.cassandra.hooks.cassandra import CassandraHook
-    from cassandra.policies import TokenAwarePolicy
+    from airflow.sdk import BaseHook
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
-    cluster = CassandraHook(cassandra_conn_id=_conn_id("cassandra", cfg)).get_cluster()
-    if not isinstance(cluster.load_balancing_policy, TokenAwarePolicy):
-        cluster.load_balancing_policy = TokenAwarePolicy(cluster.load_balancing_policy)
-    return cluster
+    conn = BaseHook.get_connection(_conn_id("cassandra", cfg))
+    extra = conn.extra_dejson
+    policy = DCAwareRoundRobinPolicy()
+    if extra.get("load_balancing_policy"):
+        policy = CassandraHook.get_lb_policy(str(extra["load_balancing_policy"]),
+                                             extra.get("load_balancing_policy_args", {}))
+    if not isinstance(policy, TokenAwarePolicy):
+        policy = TokenAwarePolicy(policy)
+    kwargs: dict[str, Any] = {k: extra[k] for k in ("cql_version", "ssl_options", "protocol_version") if extra.get(k)}
+    if conn.host:
+        kwargs["contact_points"] = conn.host.split(",")
+    if conn.port:
+        kwargs["port"] = int(conn.port)
+    if conn.login:
+        kwargs["auth_provider"] = PlainTextAuthProvider(username=conn.login, password=conn.password)
+    return Cluster(execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=policy)},
+                   **kwargs)
+
+
+_TABLE_REF = re.compile(r"\b(FROM|INTO|UPDATE)(\s+)([A-Za-z_]\w*)\b(?!\s*\.)", re.IGNORECASE)
+
+
+def qualify(cql: str, keyspace: str) -> str:
+    """`FROM t` / `INTO t` / `UPDATE t` -> `<keyspace>.t` (already qualified names are left alone)."""
+    return _TABLE_REF.sub(lambda m: f"{m.group(1)}{m.group(2)}{keyspace}.{m.group(3)}", cql)
+
+
+class KeyspaceSession:
+    """A driver session bound to a keyspace whose prepared statements name their keyspace.
+
+    Cassandra warns on every statement prepared unqualified on a connection bound with `USE <keyspace>`
+    (the driver's connect(keyspace)); qualifying them at prepare time removes the cause. Row factory
+    changes go to this session's own execution profile (legacy session setters are refused once execution
+    profiles are in use). Everything else is the driver session.
+    """
+
+    def __init__(self, session: Any, keyspace: str) -> None:
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_keyspace", keyspace)
+
+    def prepare(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        return self._session.prepare(qualify(query, self._keyspace), *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "row_factory":
+            self._session.cluster.profile_manager.default.row_factory = value  # this session's own cluster
+        else:
+            setattr(self._session, name, value)
 
 
 @contextlib.contextmanager
@@ -73,7 +125,8 @@ def cassandra_session(cfg: Config | None = None, keyspace: str | bool | None = T
     cluster = cassandra_cluster(cfg)
     try:
         ks = cfg.cassandra_keyspace if keyspace is True else (keyspace or None)
-        yield cluster.connect(ks)
+        session = cluster.connect(ks)
+        yield KeyspaceSession(session, ks) if ks else session
     finally:
         cluster.shutdown()
 
