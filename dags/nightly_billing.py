@@ -116,7 +116,7 @@ with DAG(
 
     @task(trigger_rule="none_failed")
     def renewal_summary(results) -> dict:
-        out = {r["country"]: {"to_bill": r["to_bill"], "held": r["held"], "source": r["source"]}
+        out = {r["country"]: {k: r.get(k) for k in ("to_bill", "held", "skipped", "skipped_by_rule", "source")}
                for r in (results or [])}
         return out
 

@@ -73,7 +73,7 @@ def test_migrated_country_reconciles_and_renews_from_cassandra(cfg, s3, bag, mig
         assert sums[cc]["source"] == source
     assert sums[MIGRATED]["to_bill"] > 0
     # The list the DAG computed from Cassandra equals one computed from the frozen legacy copy.
-    bill, _ = renewal.crawl(renewal.mysql_batches(cfg, MIGRATED), renewal.mysql_plans(cfg, MIGRATED), day,
+    bill, _, _ = renewal.crawl(renewal.mysql_batches(cfg, MIGRATED), renewal.mysql_plans(cfg, MIGRATED), day,
                             MIGRATED)
     from_mysql = renewal.to_arrow(bill, renewal.RENEWAL_SCHEMA)
     from_dag = s3io.get_parquet(s3, cfg.s3_bucket, renewal.renewal_prefix(cfg, day, MIGRATED) + "part-0.parquet")

@@ -356,8 +356,8 @@ def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
     total = 0
     for d in (dt.date(2026, 11, 30), dt.date(2027, 2, 28), dt.date(2028, 2, 29), dt.date(2026, 11, 15),
               dt.date(2026, 12, 1)):
-        bm, hm = renewal.crawl(renewal.mysql_batches(cfg, US, 25), plans_m, d, US)
-        bc, hc = renewal.crawl(renewal.cassandra_snapshot_batches(cfg, day, US, s3), plans_c, d, US)
+        bm, hm, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 25), plans_m, d, US)
+        bc, hc, _ = renewal.crawl(renewal.cassandra_snapshot_batches(cfg, day, US, s3), plans_c, d, US)
         ta, tb = renewal.to_arrow(bm, renewal.RENEWAL_SCHEMA), renewal.to_arrow(bc, renewal.RENEWAL_SCHEMA)
         assert ta.equals(tb), d
         assert renewal.to_arrow(hm, renewal.HELD_SCHEMA).equals(renewal.to_arrow(hc, renewal.HELD_SCHEMA))
@@ -368,7 +368,7 @@ def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
         list(renewal.cassandra_snapshot_batches(cfg, day, US, s3, expected_parts=5))
     by_day = {}
     for d in (dt.date(2026, 11, 30), dt.date(2026, 11, 29)):
-        b, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 1000), plans_m, d, US)
+        b, _, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 1000), plans_m, d, US)
         by_day[d] = b
     assert set(by_day[dt.date(2026, 11, 30)]["billing_day"]) == {30, 31}  # November has 30 days
     assert (by_day[dt.date(2026, 11, 30)]["amount_due"] >= 0).all()
