@@ -62,7 +62,7 @@ def build(country: str, n: int, first_id: int) -> dict[str, list[dict[str, Any]]
             rows["invoices"].append({
                 "invoice_id": inv, "customer_id": cid, "subscription_id": sid,
                 "period_start": dt.date(2026, 9 + k, day), "period_end": dt.date(2026, 9 + k, day) + dt.timedelta(30),
-                "amount": plan["price"], "tax": (plan["price"] * Decimal("0.1")).quantize(Decimal("0.0001")),
+                "amount": plan["price"], "tax": (plan["price"] * Decimal("0.1")).quantize(Decimal("0.01")),
                 "currency": cur, "status": status, "created_at": _ts(2026, 9 + k, day, 3),
                 "updated_at": _ts(2026, 9 + k, day, 4)})
             pay_status = {"paid": "succeeded", "refunded": "refunded"}[status]
@@ -345,6 +345,43 @@ def test_absence_of_expected_state_fails(cfg, s3, seeded):
     ca3 = run_reconcile(cfg, nxt, CA, threshold=0.5)
     assert not any("shrank" in p for p in ca3["problems"])
     reconcile.resync_customers(cfg, [30_000, 30_001, 30_002], run_id="test-resync")
+
+
+def test_resync_goes_through_the_transform_and_refuses_a_zero_date(cfg, s3, seeded):
+    """One write path: a zero date is a reject (nothing written), never a NULL in Cassandra."""
+    cid = 10_010
+    inv = next(r for r in seeded[US]["invoices"] if r["customer_id"] == cid)
+    set_routing(cfg, US, "legacy", 0)  # a legacy writer slips a zero date in (the guard reads routing)
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("UPDATE invoices SET period_start = '0000-00-00' WHERE invoice_id = %s", (inv["invoice_id"],))
+        conn.commit()
+    set_routing(cfg, US, "legacy", 1)
+    try:
+        with pytest.raises(reconcile.ResyncRejected, match=r"zero or invalid date in period_start.*rejects/"):
+            reconcile.resync_customers(cfg, [cid, 10_011], run_id="test-resync-zero")
+        with connections.cassandra_session(cfg) as s:
+            row = s.execute("SELECT period_start FROM customer_billing WHERE customer_id=%s AND "
+                            "entity_type='invoice' AND entity_id=%s", (cid, inv["invoice_id"])).one()
+        assert row.period_start is not None and row.period_start.date() == inv["period_start"]
+    finally:
+        set_routing(cfg, US, "legacy", 0)
+        with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE invoices SET period_start = %s WHERE invoice_id = %s",
+                        (inv["period_start"], inv["invoice_id"]))
+            conn.commit()
+        set_routing(cfg, US, "legacy", 1)
+    out = reconcile.resync_customers(cfg, [cid], run_id="test-resync-zero")
+    assert out["resynced"] == [cid] and out["rejected"] == []
+
+
+def test_resync_refused_while_the_country_is_not_frozen(cfg, s3, seeded):
+    set_routing(cfg, CA, "legacy", 0)
+    try:
+        with pytest.raises(reconcile.ResyncRefused, match="CA is not frozen"):
+            reconcile.resync_customers(cfg, [30_005], run_id="test-resync")
+    finally:
+        set_routing(cfg, CA, "legacy", 1)
 
 
 def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):

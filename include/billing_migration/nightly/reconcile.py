@@ -9,7 +9,8 @@ Three checks per country (the talk's "daily automated snapshot reconciliation", 
 
 Source of truth and what a difference means:
   - frozen, not yet cut over (serving_store=legacy, writes_frozen=1): MySQL is the truth. Any difference is
-    a migration defect; fix = `resync_customers` (MySQL -> Cassandra, whole partition replaced).
+    a migration defect; fix = `resync_customers` (MySQL -> Cassandra through the migration's own export,
+    transform and load, whole partition replaced; refused for a country that is not frozen).
   - cut over (serving_store=cassandra): Cassandra is the truth, MySQL is the frozen rollback copy.
       * Cassandra rows written after `cutover_at` (new invoices, status changes) are expected divergence:
         kind `post_cutover_change`, counted, never a failure, left out of the financial comparison.
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 
 from billing_migration import pii
 from billing_migration.config import Config, normalize_country
+from billing_migration.country import export, remigrate
 from billing_migration.nightly import snapshot
 from billing_migration.nightly.snapshot import Routing
 from billing_migration.stores import connections, s3io, schema
@@ -58,7 +60,11 @@ class ReconciliationFailed(RuntimeError):
 
 
 class ResyncRefused(RuntimeError):
-    """A re-sync would copy data against the direction of the source of truth."""
+    """A re-sync would copy data against the direction of the source of truth, or from a moving legacy."""
+
+
+class ResyncRejected(RuntimeError):
+    """Legacy rows of the named customers fail the transform's validation; nothing was written."""
 
 
 def report_prefix(cfg: Config, day: dt.date | str, country: str) -> str:
@@ -364,83 +370,110 @@ def assert_reconciled(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- re-sync
-def read_customer_mysql(cfg: Config, customer_id: int) -> dict[str, list[dict[str, Any]]]:
-    """Every legacy row of one customer, per table (read-only role, one consistent snapshot)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        for t in schema.CUSTOMER_TABLES:
-            cols = ", ".join(f"`{c}`" for c in t.column_names)
-            cur.execute(f"SELECT {cols} FROM `{t.name}` WHERE customer_id = %s ORDER BY `{t.key}`",
-                        (customer_id,))
-            out[t.name] = [dict(zip(t.column_names, r, strict=True)) for r in cur.fetchall()]
-        conn.rollback()
-    return out
+def resync_refusal(routing: Routing, force_from_legacy: bool) -> str | None:
+    """Why the country's customers must not be re-synced from legacy now, or None when it is safe.
 
-
-def _partition_statements(session, rows: dict[str, list[dict[str, Any]]], run_id: str, ts: int):
-    from cassandra.query import BatchStatement, BatchType
-
-    cust = rows["customers"][0]
-    cid = cust["customer_id"]
-    batch = BatchStatement(batch_type=BatchType.LOGGED)
-    batch.add(f"DELETE FROM customer_billing USING TIMESTAMP {ts - 1} WHERE customer_id = %s", (cid,))
-    statics = ["customer_id", *schema.CUSTOMER_STATIC.values(), "customer_run_id"]
-    vals = [cid, *(cust[k] for k in schema.CUSTOMER_STATIC), run_id]
-    batch.add(f"INSERT INTO customer_billing ({', '.join(statics)}) VALUES ({', '.join(['%s'] * len(vals))}) "
-              f"USING TIMESTAMP {ts}", vals)
-    for t in schema.ENTITY_TABLES:
-        for r in rows[t.name]:
-            cols = schema.entity_row_columns(t)
-            names = ["customer_id", "entity_type", "entity_id", *cols, "run_id"]
-            v = [cid, t.entity, r[t.key], *(r[c] for c in cols), run_id]
-            batch.add(f"INSERT INTO customer_billing ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(v))}) "
-                      f"USING TIMESTAMP {ts}", v)
-    return batch
-
-
-def resync_customers(cfg: Config, customer_ids: list[int], run_id: str, force_from_legacy: bool = False,
-                     routing: dict[str, Routing] | None = None) -> dict[str, Any]:
-    """Replace each named customer's Cassandra partition with the complete legacy customer.
-
-    Allowed when MySQL is the source of truth (frozen, not cut over). After cut-over Cassandra is the
-    truth: refused unless `force_from_legacy` (an operator restoring named customers from the rollback
-    copy). A customer absent from MySQL has its Cassandra partition deleted (pre-cut-over only).
+    A re-sync writes Cassandra from legacy, so legacy must be the truth and must not be moving: frozen and
+    not cut over. After cut-over Cassandra is the truth and a copy from legacy would overwrite every write
+    made since; only an operator restoring named customers from the frozen rollback copy may force it.
     """
+    cc = routing.country
+    if routing.serving_store == "cassandra":
+        if not routing.writes_frozen:
+            return (f"{cc} is cut over but its legacy copy is not frozen (legacy takes writes again): there is no "
+                    "stable copy to restore from; refused even with resync_force_from_legacy")
+        if not force_from_legacy:
+            return (f"{cc} is cut over (since {routing.cutover_at}): cassandra is the source of truth and a copy "
+                    "from legacy would overwrite the writes made since; pass resync_force_from_legacy=true to "
+                    "restore the named customers from the frozen legacy copy")
+        return None
+    if not routing.writes_frozen:
+        return (f"{cc} is not frozen: legacy still takes writes, so a copy would be stale at once and no nightly "
+                f"reconciles it; migrate the country with migrate_billing_{cc.lower()} instead (its compare "
+                "re-migrates whatever differs)")
+    return None
+
+
+def _resync_ids(customer_ids: list[Any] | None) -> list[int]:
     ids = []
     for c in customer_ids or []:
         if isinstance(c, bool) or not str(c).strip().isdigit():
             raise ValueError(f"resync_customer_ids must be integers, got {c!r}")
         ids.append(int(c))
+    return sorted(set(ids))
+
+
+def _countries_of(cfg: Config, ids: list[int]) -> dict[str, list[int]]:
+    """Each customer's country: legacy's, else the Cassandra partition's (a customer legacy no longer has)."""
+    out: dict[str, list[int]] = {}
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT customer_id, country FROM customers WHERE customer_id IN ({', '.join(['%s'] * len(ids))})",
+                    ids)
+        found = {int(cid): cc for cid, cc in cur.fetchall()}
+    missing = [c for c in ids if c not in found]
+    if missing:
+        with connections.cassandra_session(cfg) as session:
+            for cid in missing:
+                row = session.execute("SELECT country FROM customer_billing WHERE customer_id = %s LIMIT 1",
+                                      (cid,)).one()
+                if row is None or row.country is None:
+                    raise ValueError(f"customer {cid} exists in neither store")
+                found[cid] = row.country
+    for cid in ids:
+        out.setdefault(found[cid], []).append(cid)
+    return out
+
+
+def _refuse_rejects(cfg: Config, staged: list[remigrate.Staged]) -> None:
+    """Raise ResyncRejected, naming each rejected record and where the rejects are, if any record failed."""
+    client = connections.s3_client(cfg)
+    lines: list[str] = []
+    uris: list[str] = []
+    for st in staged:
+        if not st.rejects:
+            continue
+        key = remigrate.rejects_key(cfg, st)
+        uris.append(f"s3://{cfg.s3_bucket}/{key}")
+        for r in s3io.get_parquet(client, cfg.s3_bucket, key).to_pylist():
+            lines.append(f"customer {r['customer_id']} {r['table']} {r['key']}: {r['reason']}")
+    if lines:
+        raise ResyncRejected(f"{len(lines)} legacy record(s) of the named customers fail validation, nothing was "
+                             f"written to cassandra: {'; '.join(lines[:10])}; fix them in legacy and re-sync; "
+                             f"rejects: {', '.join(uris)}")
+
+
+def resync_customers(cfg: Config, customer_ids: list[int], run_id: str, force_from_legacy: bool = False,
+                     routing: dict[str, Routing] | None = None, *, concurrency: int | None = None,
+                     rate_limit_rows_per_s: int | None = None) -> dict[str, Any]:
+    """Replace each named customer's Cassandra partition with the complete legacy customer.
+
+    The same path as the migration (country.remigrate): export, the transform's validation, load's
+    partition-replacing batches with the country's rate limit and concurrency (or the ones given). Allowed
+    only where `resync_refusal` finds none; every customer is validated before any is written (a reject
+    refuses the whole request). A customer absent from legacy has its Cassandra partition deleted.
+    """
+    ids = _resync_ids(customer_ids)
+    if not ids:
+        return {"resynced": [], "deleted": [], "rejected": []}
     routing = routing or snapshot.read_routing(cfg)
+    groups = _countries_of(cfg, ids)
+    settings = {}
+    for cc, cids in sorted(groups.items()):
+        why = resync_refusal(routing.get(cc) or Routing(cc, "legacy", False, None), force_from_legacy)
+        if why:
+            raise ResyncRefused(f"re-sync of customer(s) {cids[:10]}: {why}")
+        settings[cc] = remigrate.write_settings(cfg, cc, concurrency, rate_limit_rows_per_s)
+    staged = []
+    for cc, cids in sorted(groups.items()):
+        export.export_plans(cfg, cc, run_id)
+        staged.append(remigrate.stage(cfg, cc, run_id, cids, remigrate.chunk_number(0)))
+    _refuse_rejects(cfg, staged)
     done: list[int] = []
     deleted: list[int] = []
-    with connections.cassandra_session(cfg) as session:
-        for cid in sorted(set(ids)):
-            rows = read_customer_mysql(cfg, cid)
-            if rows["customers"]:
-                cc = rows["customers"][0]["country"]
-            else:
-                found = session.execute("SELECT country FROM customer_billing WHERE customer_id = %s LIMIT 1",
-                                        (cid,)).one()
-                if found is None:
-                    raise ValueError(f"customer {cid} exists in neither store")
-                cc = found.country
-            r = routing.get(cc) or Routing(cc, "legacy", False, None)
-            if r.serving_store == "cassandra" and not force_from_legacy:
-                raise ResyncRefused(f"customer {cid} ({cc}): {cc} is cut over, cassandra is the source of truth; "
-                                    "pass resync_force_from_legacy=true to restore from the legacy copy")
-            ts = int(time.time() * 1_000_000)
-            if not rows["customers"]:
-                session.execute(f"DELETE FROM customer_billing USING TIMESTAMP {ts} WHERE customer_id = %s", (cid,))
-                session.execute("DELETE FROM customers_by_country WHERE country = %s AND bucket = %s "
-                                "AND customer_id = %s", (cc, schema.customer_bucket(cid), cid))
-                deleted.append(cid)
-                continue
-            session.execute(_partition_statements(session, rows, run_id, ts))
-            session.execute("INSERT INTO customers_by_country (country, bucket, customer_id, run_id) "
-                            "VALUES (%s, %s, %s, %s)", (cc, schema.customer_bucket(cid), cid, run_id))
-            done.append(cid)
+    for st in staged:
+        remigrate.write(cfg, st, *settings[st.country])
+        done += sorted(st.exported)
+        deleted += st.absent
     log.info("resync: %d customers replaced from mysql, %d deleted from cassandra", len(done), len(deleted))
     _stats().incr("billing_nightly.resynced_customers", len(done) + len(deleted))
-    return {"resynced": done, "deleted": deleted}
+    return {"resynced": sorted(done), "deleted": sorted(deleted), "rejected": []}
