@@ -267,96 +267,153 @@ def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_t
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
-    prefix = report_prefix(cfg, day, country)
-    uri = f"s3://{cfg.s3_bucket}/{prefix}report.json"
     with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
-        return _reconcile(cfg, day, country, routing, drift_threshold, client, prefix, uri, tmp, t0)
+        snaps = _download(cfg, day, country, client, tmp)
+        spill = os.path.join(tmp, "spill")
+        counts = {store: {t: _rows(src) for t, src in snaps[store].items()} for store in snapshot.STORES}
+        records = check_records(snaps, routing, spill)
+        money = check_money(snaps, records.expected, spill)
+    problems = (check_counts(counts, records) + money.problems + records.problems
+                + check_expected_state(cfg, client, day, country, routing, counts, drift_threshold))
+    return _report(cfg, client, day, routing, Checks(counts, records, money, problems), t0)
 
 
-def _reconcile(cfg: Config, day: dt.date, country: str, routing: Routing, drift_threshold: float, client,
-               prefix: str, uri: str, tmp: str, t0: float) -> dict[str, Any]:
-    snaps: dict[str, dict[str, Source]] = {
-        store: {t.name: snapshot.download_parts(cfg, day, store, country, t.name, os.path.join(tmp, store), client)
-                for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
-    counts = {store: {t: _rows(src) for t, src in snaps[store].items()} for store in snapshot.STORES}
-    spill = os.path.join(tmp, "spill")
-    problems: list[str] = []
+@dataclass(frozen=True)
+class RecordCheck:
+    """Field-by-field differences, classified: `failing` ones fail the night, `expected` ones are
+    post-cut-over changes (counted, left out of the money check)."""
 
+    diffs: list[dict[str, Any]]
+    failing: list[dict[str, Any]]
+    expected: list[dict[str, Any]]
+
+    @property
+    def problems(self) -> list[str]:
+        if not self.failing:
+            return []
+        kinds: dict[str, int] = {}
+        for d in self.failing:
+            kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+        return [f"{len(self.failing)} record differences: {kinds}"]
+
+
+@dataclass(frozen=True)
+class MoneyCheck:
+    """Financial totals of each store and every (currency, day, metric) where they differ."""
+
+    mysql: pa.Table
+    cassandra: pa.Table
+    differences: list[dict[str, Any]]
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"financial total {m['metric']} {m['currency']} {m['day']}: mysql {m['mysql']} "
+                f"cassandra {m['cassandra']} (diff {m['diff']})" for m in self.differences]
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Everything one country's reconciliation found; `problems` empty means reconciled."""
+
+    counts: dict[str, dict[str, int]]
+    records: RecordCheck
+    money: MoneyCheck
+    problems: list[str]
+
+
+def _download(cfg: Config, day: dt.date, country: str, client, tmp: str) -> dict[str, dict[str, Source]]:
+    return {store: {t.name: snapshot.download_parts(cfg, day, store, country, t.name, os.path.join(tmp, store),
+                                                    client)
+                    for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
+
+
+def check_records(snaps: dict[str, dict[str, Source]], routing: Routing, spill: str | None = None) -> RecordCheck:
+    """Every record of every table field by field, classified by the source-of-truth rules."""
     raw: list[dict[str, Any]] = []
     for t in snapshot.SNAPSHOT_TABLES:
         raw += compare_table(t.name, snaps["mysql"][t.name], snaps["cassandra"][t.name], spill).to_pylist()
     diffs = classify(raw, routing)
-    failing = [d for d in diffs if d["kind"] in FAILING_KINDS]
-    expected = [d for d in diffs if d["kind"] == "post_cutover_change"]
+    return RecordCheck(diffs, [d for d in diffs if d["kind"] in FAILING_KINDS],
+                       [d for d in diffs if d["kind"] == "post_cutover_change"])
+
+
+def check_counts(counts: dict[str, dict[str, int]], records: RecordCheck) -> list[str]:
+    """Row counts per table; rows created in Cassandra after cut-over are expected, nothing else is."""
+    problems = []
     for t in snapshot.SNAPSHOT_TABLES:
-        # Rows created in Cassandra after cut-over are expected; every other count difference is not.
-        new_rows = sum(1 for d in expected if d["table"] == t.name and d["raw_kind"] == "extra")
+        new_rows = sum(1 for d in records.expected if d["table"] == t.name and d["raw_kind"] == "extra")
         m, c = counts["mysql"][t.name], counts["cassandra"][t.name]
         if m != c - new_rows:
             problems.append(f"row count {t.name}: mysql {m} != cassandra {c}"
                             + (f" - {new_rows} created after cut-over" if new_rows else ""))
+    return problems
 
+
+def check_money(snaps: dict[str, dict[str, Source]], expected: list[dict[str, Any]],
+                spill: str | None = None) -> MoneyCheck:
+    """Financial totals of both stores, post-cut-over changes left out (only the live store has them)."""
     exclude: dict[str, list[int]] = {}
     for d in expected:
         exclude.setdefault(d["table"], []).append(d["key"])
     totals_m = financial_totals(snaps["mysql"], exclude, spill)
     totals_c = financial_totals(snaps["cassandra"], exclude, spill)
-    money = compare_totals(totals_m, totals_c)
-    for m in money:
-        problems.append(f"financial total {m['metric']} {m['currency']} {m['day']}: mysql {m['mysql']} "
-                        f"cassandra {m['cassandra']} (diff {m['diff']})")
-    if failing:
-        kinds: dict[str, int] = {}
-        for d in failing:
-            kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
-        problems.append(f"{len(failing)} record differences: {kinds}")
+    return MoneyCheck(totals_m, totals_c, compare_totals(totals_m, totals_c))
 
-    # Absence of expected state.
-    serving = routing.source_of_truth
-    state = "migrated" if serving == "cassandra" else "frozen (mid-migration)"
+
+def check_expected_state(cfg: Config, client, day: dt.date, country: str, routing: Routing,
+                         counts: dict[str, dict[str, int]], drift_threshold: float) -> list[str]:
+    """Absence of expected state: an empty store, or a snapshot that shrank past the threshold overnight."""
+    problems = []
+    state = "migrated" if routing.source_of_truth == "cassandra" else "frozen (mid-migration)"
     for store in snapshot.STORES:
         if counts[store]["customers"] == 0:
             problems.append(f"no customers in the {store} snapshot of {country}, a {state} country")
     prev = _previous_counts(cfg, client, day, country)
-    if prev:
-        for store in snapshot.STORES:
-            before = sum(prev.get(store, {}).values())
-            now = sum(counts[store].values())
-            if before and now < before * (1 - drift_threshold):
-                problems.append(f"{store} snapshot shrank from {before} to {now} rows since {day - dt.timedelta(1)} "
-                                f"(threshold {drift_threshold:.0%})")
+    for store in snapshot.STORES if prev else ():
+        before = sum(prev.get(store, {}).values())
+        now = sum(counts[store].values())
+        if before and now < before * (1 - drift_threshold):
+            problems.append(f"{store} snapshot shrank from {before} to {now} rows since {day - dt.timedelta(1)} "
+                            f"(threshold {drift_threshold:.0%})")
+    return problems
 
-    customers = sorted({d["customer_id"] for d in failing if d["customer_id"] is not None})
+
+def _report(cfg: Config, client, day: dt.date, routing: Routing, checks: Checks, t0: float) -> dict[str, Any]:
+    """Write differences.parquet, totals.parquet and report.json; emit the metrics; return the result."""
+    country = normalize_country(routing.country)
+    prefix = report_prefix(cfg, day, country)
+    uri = f"s3://{cfg.s3_bucket}/{prefix}report.json"
+    rec, money = checks.records, checks.money
+    customers = sorted({d["customer_id"] for d in rec.failing if d["customer_id"] is not None})
     fixes: dict[int, str] = {}
-    for d in failing:
+    for d in rec.failing:
         if d["customer_id"] is not None:
             fixes.setdefault(d["customer_id"], d["fix"])
-    rows = [{k: d.get(k) for k in DIFF_SCHEMA.names} | {"country": country} for d in diffs]
+    rows = [{k: d.get(k) for k in DIFF_SCHEMA.names} | {"country": country} for d in rec.diffs]
     s3io.put_parquet(client, cfg.s3_bucket, prefix + "differences.parquet",
                      pa.Table.from_pylist(rows, schema=DIFF_SCHEMA))
-    tot = pa.concat_tables([totals_m.append_column("store", pa.array(["mysql"] * totals_m.num_rows)),
-                            totals_c.append_column("store", pa.array(["cassandra"] * totals_c.num_rows))])
+    tot = pa.concat_tables([t.append_column("store", pa.array([store] * t.num_rows))
+                            for store, t in (("mysql", money.mysql), ("cassandra", money.cassandra))])
     s3io.put_parquet(client, cfg.s3_bucket, prefix + "totals.parquet", tot)
-    ok = not problems
-    report = {
+    ok = not checks.problems
+    s3io.put_json(client, cfg.s3_bucket, prefix + "report.json", {
         "date": day.isoformat(), "country": country, "ok": ok, "routing": routing.as_dict(),
-        "source_of_truth": serving, "counts": counts, "problems": problems,
-        "differences": {"failing": len(failing), "post_cutover_change": len(expected),
+        "source_of_truth": routing.source_of_truth, "counts": checks.counts, "problems": checks.problems,
+        "differences": {"failing": len(rec.failing), "post_cutover_change": len(rec.expected),
                         "parquet": f"s3://{cfg.s3_bucket}/{prefix}differences.parquet"},
         "customers": [{"customer_id": c, "fix": fixes[c]} for c in customers],
-        "financial_differences": money,
-        "seconds": round(time.monotonic() - t0, 3),
-    }
-    s3io.put_json(client, cfg.s3_bucket, prefix + "report.json", report)
+        "financial_differences": money.differences, "seconds": round(time.monotonic() - t0, 3),
+    })
     stats = _stats()
     for store in snapshot.STORES:
-        stats.gauge(f"billing_nightly.snapshot_rows.{store}.{country}", sum(counts[store].values()))
-    stats.gauge(f"billing_nightly.record_differences.{country}", len(failing))
-    stats.gauge(f"billing_nightly.financial_differences.{country}", len(money))
+        stats.gauge(f"billing_nightly.snapshot_rows.{store}.{country}", sum(checks.counts[store].values()))
+    stats.gauge(f"billing_nightly.record_differences.{country}", len(rec.failing))
+    stats.gauge(f"billing_nightly.financial_differences.{country}", len(money.differences))
     if not ok:
         stats.incr("billing_nightly.reconcile_failed")
-    log.info("reconcile %s: ok=%s problems=%d report=%s", country, ok, len(problems), uri)
-    return CountryResult(country, ok, problems, uri, counts, len(failing), len(expected), customers).as_dict()
+    log.info("reconcile %s: ok=%s problems=%d report=%s", country, ok, len(checks.problems), uri)
+    return CountryResult(country, ok, checks.problems, uri, checks.counts, len(rec.failing), len(rec.expected),
+                         customers).as_dict()
 
 
 def assert_reconciled(results: list[dict[str, Any]]) -> dict[str, Any]:
