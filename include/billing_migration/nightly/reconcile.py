@@ -247,6 +247,7 @@ class CountryResult:
     failing: int
     post_cutover_changes: int
     customers: list[int]
+    as_of: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -260,10 +261,13 @@ def _previous_counts(cfg: Config, client, day: dt.date, country: str) -> dict[st
 
 
 def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_threshold: float = 0.05,
-                      client=None) -> dict[str, Any]:
+                      client=None, taken_at: str | None = None) -> dict[str, Any]:
     """Run the three checks on the day's snapshots of one country and write the report; never raises on a
-    mismatch (the DAG's `assert_reconciled` does, so every country is reported first)."""
+    mismatch (the DAG's `assert_reconciled` does, so every country is reported first).
+
+    `taken_at` (the night's plan) dates the snapshots, for the report's `as_of` label."""
     t0 = time.monotonic()
+    taken = taken_at or dt.datetime.now(dt.UTC).isoformat()
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
@@ -275,7 +279,8 @@ def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_t
         money = check_money(snaps, records.expected, spill)
     problems = (check_counts(counts, records) + money.problems + records.problems
                 + check_expected_state(cfg, client, day, country, routing, counts, drift_threshold))
-    return _report(cfg, client, day, routing, Checks(counts, records, money, problems), t0)
+    as_of = snapshot.as_of(day, taken, f"snapshots taken at {taken}")
+    return _report(cfg, client, day, routing, Checks(counts, records, money, problems, as_of), t0)
 
 
 @dataclass(frozen=True)
@@ -319,6 +324,7 @@ class Checks:
     records: RecordCheck
     money: MoneyCheck
     problems: list[str]
+    as_of: dict[str, Any]
 
 
 def _download(cfg: Config, day: dt.date, country: str, client, tmp: str) -> dict[str, dict[str, Source]]:
@@ -403,6 +409,7 @@ def _report(cfg: Config, client, day: dt.date, routing: Routing, checks: Checks,
                         "parquet": f"s3://{cfg.s3_bucket}/{prefix}differences.parquet"},
         "customers": [{"customer_id": c, "fix": fixes[c]} for c in customers],
         "financial_differences": money.differences, "seconds": round(time.monotonic() - t0, 3),
+        "as_of": checks.as_of,
     })
     stats = _stats()
     for store in snapshot.STORES:
@@ -413,14 +420,15 @@ def _report(cfg: Config, client, day: dt.date, routing: Routing, checks: Checks,
         stats.incr("billing_nightly.reconcile_failed")
     log.info("reconcile %s: ok=%s problems=%d report=%s", country, ok, len(checks.problems), uri)
     return CountryResult(country, ok, checks.problems, uri, checks.counts, len(rec.failing), len(rec.expected),
-                         customers).as_dict()
+                         customers, checks.as_of).as_dict()
 
 
 def assert_reconciled(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Fail loudly if any country did not reconcile; the message names each report on S3."""
     bad = [r for r in results if not r["ok"]]
     if bad:
-        lines = [f"{r['country']}: {'; '.join(r['problems'][:5])} -> report {r['report_uri']}" for r in bad]
+        lines = [f"{r['country']}: {'; '.join(r['problems'][:5])} -> report {r['report_uri']}"
+                 + (f" ({r['as_of']['note']})" if r.get("as_of", {}).get("note") else "") for r in bad]
         raise ReconciliationFailed(f"{len(bad)} of {len(results)} countries did not reconcile:\n" +
                                    "\n".join(lines))
     return {"countries": [r["country"] for r in results], "ok": True}

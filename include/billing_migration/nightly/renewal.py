@@ -279,7 +279,7 @@ def summarize(bill: pa.Table, held: pa.Table, skip: pa.Table, source: str) -> di
 
 
 def write_output(cfg: Config, day: dt.date, country: str, bill: pd.DataFrame, held: pd.DataFrame,
-                 skip: pd.DataFrame, source: str, client) -> dict[str, Any]:
+                 skip: pd.DataFrame, source: str, client, as_of: dict[str, Any] | None = None) -> dict[str, Any]:
     """Replace the date's output atomically: drop _SUCCESS, put every object, put _SUCCESS last."""
     prefix = renewal_prefix(cfg, day, country)
     held_prefix = renewal_prefix(cfg, day, country, "renewals_on_hold")
@@ -292,7 +292,7 @@ def write_output(cfg: Config, day: dt.date, country: str, bill: pd.DataFrame, he
     client.put_object(Bucket=cfg.s3_bucket, Key=held_prefix + "part-0.parquet", Body=parquet_bytes(h))
     client.put_object(Bucket=cfg.s3_bucket, Key=skip_prefix + "part-0.parquet", Body=parquet_bytes(k))
     client.put_object(Bucket=cfg.s3_bucket, Key=prefix + "part-0.parquet", Body=parquet_bytes(b))
-    summary = summarize(b, h, k, source) | {"date": day.isoformat(), "country": country,
+    summary = summarize(b, h, k, source) | {"date": day.isoformat(), "country": country, "as_of": as_of or {},
                                             "skipped_list": f"s3://{cfg.s3_bucket}/{skip_prefix}part-0.parquet"}
     s3io.put_json(client, cfg.s3_bucket, prefix + "summary.json", summary)
     client.put_object(Bucket=cfg.s3_bucket, Key=prefix + "_SUCCESS", Body=b"")
@@ -300,27 +300,39 @@ def write_output(cfg: Config, day: dt.date, country: str, bill: pd.DataFrame, he
 
 
 def renew_country(cfg: Config, day: dt.date | str, routing: Routing, chunk_customers: int = 5000,
-                  client=None, expected_parts: int | None = None) -> dict[str, Any]:
-    """Crawl one country from the store that serves it and write the day's renewal list."""
+                  client=None, expected_parts: int | None = None, *, taken_at: str | None = None,
+                  reused: bool = False) -> dict[str, Any]:
+    """Crawl one country from the store that serves it and write the day's renewal list.
+
+    `taken_at`: when the night's snapshots were taken; `reused`: they are an earlier run's (a backfill of a
+    date that has its own snapshots), so the plans come from the snapshot too. The summary's `as_of` says
+    what the list was computed from and whether that is the date (snapshot.as_of).
+    """
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
+    now = dt.datetime.now(dt.UTC)
     if routing.serving_store == "cassandra":
-        plans = snapshot.read_cassandra_plans(cfg, country)  # one partition; the scans need not wait for it
+        # one partition, read directly (the scans need not wait for it), or the snapshot's copy when reused
+        plans = (snapshot.read_snapshot(cfg, day, "cassandra", country, "plans", client) if reused
+                 else snapshot.read_cassandra_plans(cfg, country))
         batches: Iterable[dict[str, pa.Table]] = cassandra_snapshot_batches(cfg, day, country, client,
                                                                                 expected_parts)
         source = "cassandra"
+        taken = taken_at or now.isoformat()
+        as_of = snapshot.as_of(day, taken, f"cassandra snapshot of {day} taken at {taken}")
     else:
         plans = mysql_plans(cfg, country)
         batches = mysql_batches(cfg, country, chunk_customers)
         source = "mysql"
+        as_of = snapshot.as_of(day, now, f"live mysql read at {now.isoformat(timespec='seconds')}")
     bill, held, skip = crawl(batches, plans, day, country)
     if plans.num_rows == 0 and len(held):
         raise RenewalError(f"{country}: no plan catalogue in {source}; {len(held)} subscriptions could not be "
                            "priced (nothing written)")
-    summary = write_output(cfg, day, country, bill, held, skip, source, client)
-    log.info("renewals %s %s from %s: %d to bill, %d held, %d skipped", country, day, source, len(bill),
-             len(held), len(skip))
+    summary = write_output(cfg, day, country, bill, held, skip, source, client, as_of)
+    log.info("renewals %s %s from %s: %d to bill, %d held, %d skipped; %s", country, day, source, len(bill),
+             len(held), len(skip), as_of["note"] or as_of["computed_from"])
     if len(skip):
         log.warning("renewals %s %s: %d subscriptions can never be billed (%s); list: %s", country, day,
                     len(skip), summary["skipped_by_rule"], summary["skipped_list"])
