@@ -98,8 +98,8 @@ def as_of(day: dt.date | str, read_at: dt.datetime | str, computed_from: str) ->
     """The label every nightly output carries: what it was computed from, and whether that is the date."""
     at = dt.datetime.fromisoformat(read_at) if isinstance(read_at, str) else read_at
     ok = of_the_date(day, at)
-    note = "" if ok else (f"computed from data as of {at:%Y-%m-%d %H:%M} UTC, not as of {_day(day)}: "
-                          f"no snapshot of {_day(day)} exists (backfill or late rerun)")
+    note = "" if ok else (f"computed from data as of {at:%Y-%m-%d %H:%M} UTC, not as of {_day(day)} "
+                          "(run after the date's night, without snapshots of that date)")
     return {"computed_from": computed_from, "data_read_at": at.isoformat(), "of_the_date": ok, "note": note}
 
 
