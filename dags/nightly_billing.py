@@ -7,13 +7,16 @@
 Reconciled: countries migrated (serving from Cassandra) or mid-migration (frozen), from country_routing.
 Renewals: every configured country, read from the store that serves it. Logic lives in
 `billing_migration.nightly.snapshot`, `.reconcile` and `.renewal`; this file only wires it. Backfillable: every output
-is keyed by the logical date and replaced whole by a rerun (`airflow backfill create --dag-id nightly_billing`;
-scripts/backfill-demo runs one through a real scheduler).
+is keyed by the logical date and replaced whole by a rerun (`airflow backfill create --dag-id nightly_billing
+--from-date D1 --to-date D2T02:00:00+00:00`, the runs being at 02:00; scripts/backfill-demo runs one through a
+real scheduler). A past date reuses its own snapshots when they are complete (the scan tasks are skipped);
+otherwise it is computed from today's data, and every report and summary says so in `as_of`.
 
 Failure semantics: a mismatch or missing state fails `assert_reconciled` (message = report URIs) while the
 renewals still complete; a failed Cassandra scan blocks renewals (never bill from a partial snapshot); a
-refused re-sync request (params only, e.g. a cut-over country without resync_force_from_legacy) fails the
-run before any snapshot: fix the params and trigger again.
+refused re-sync request (a country not frozen, a cut-over country without resync_force_from_legacy, or a
+legacy record the transform rejects) fails the run before any snapshot and before any write: fix the params
+or the legacy data and trigger again.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ with DAG(
     @task
     def plan() -> dict:
         p = _params()
-        return snapshot.plan_night(CFG, _day(), p["countries"], int(p["token_splits"]))
+        # A re-sync is verified on fresh snapshots, never on reused ones.
+        return snapshot.plan_night(CFG, _day(), p["countries"], int(p["token_splits"]),
+                                   reuse=not p["resync_customer_ids"])
 
     @task
     def resync_customers() -> dict:
@@ -79,7 +84,11 @@ with DAG(
 
     @task
     def token_ranges(night: dict) -> list[dict]:
-        return night["splits"]
+        return night["splits"] if night["take_snapshots"] else []
+
+    @task
+    def snapshot_countries(night: dict) -> list[dict]:
+        return night["reconcile"] if night["take_snapshots"] else []
 
     @task
     def reconcile_countries(night: dict) -> list[dict]:
@@ -100,9 +109,9 @@ with DAG(
         return counts
 
     @task(trigger_rule="none_failed", max_active_tis_per_dagrun=2)
-    def reconcile_country(routing: dict) -> dict:
+    def reconcile_country(routing: dict, night: dict) -> dict:
         return reconcile.reconcile_country(CFG, _day(), snapshot.Routing.from_dict(routing),
-                                           float(_params()["drift_threshold"]))
+                                           float(_params()["drift_threshold"]), taken_at=night["taken_at"])
 
     @task(trigger_rule="none_failed")
     def assert_reconciled(results) -> dict:
@@ -112,12 +121,13 @@ with DAG(
     def renew(routing: dict, night: dict) -> dict:
         # A failed scan blocks renewals (none_failed): never bill from a partial snapshot.
         return renewal.renew_country(CFG, _day(), snapshot.Routing.from_dict(routing),
-                                     expected_parts=len(night["splits"]))
+                                     expected_parts=len(night["splits"]), taken_at=night["taken_at"],
+                                     reused=not night["take_snapshots"])
 
     @task(trigger_rule="none_failed")
     def renewal_summary(results) -> dict:
-        out = {r["country"]: {"to_bill": r["to_bill"], "held": r["held"], "source": r["source"]}
-               for r in (results or [])}
+        keys = ("to_bill", "held", "skipped", "skipped_by_rule", "source", "as_of")
+        out = {r["country"]: {k: r.get(k) for k in keys} for r in (results or [])}
         return out
 
     night = plan()
@@ -125,9 +135,9 @@ with DAG(
     night >> resync
     scans = snapshot_cassandra.partial(night=night).expand(split=token_ranges(night))
     countries = reconcile_countries(night)
-    mysql_snaps = snapshot_mysql.expand(routing=countries)
+    mysql_snaps = snapshot_mysql.expand(routing=snapshot_countries(night))
     resync >> [scans, mysql_snaps]
-    reconciled = reconcile_country.expand(routing=countries)
+    reconciled = reconcile_country.partial(night=night).expand(routing=countries)
     [scans, mysql_snaps] >> reconciled
     assert_reconciled(reconciled)
     renewals = renew.partial(night=night).expand(routing=renew_countries(night))

@@ -45,7 +45,9 @@ def migrated(cfg, legacy_db, cassandra_ks, s3, bag):
 def _night(bag, day: dt.date, **conf):
     dag = bag.get_dag("nightly_billing")
     run = dag.test(logical_date=dt.datetime(day.year, day.month, day.day, 2, tzinfo=dt.UTC),
-                   run_conf={"token_splits": 2, "countries": [MIGRATED, LEGACY], **conf})
+                   # every param given: a dag.test run's conf outlives it in the shared DAG object's params
+                   run_conf={"token_splits": 2, "countries": [MIGRATED, LEGACY], "resync_customer_ids": [],
+                             "resync_force_from_legacy": False, **conf})
     states: dict[str, set[str]] = {}
     for ti in run.get_task_instances():
         states.setdefault(ti.task_id, set()).add(str(getattr(ti.state, "value", ti.state)))
@@ -73,7 +75,7 @@ def test_migrated_country_reconciles_and_renews_from_cassandra(cfg, s3, bag, mig
         assert sums[cc]["source"] == source
     assert sums[MIGRATED]["to_bill"] > 0
     # The list the DAG computed from Cassandra equals one computed from the frozen legacy copy.
-    bill, _ = renewal.crawl(renewal.mysql_batches(cfg, MIGRATED), renewal.mysql_plans(cfg, MIGRATED), day,
+    bill, _, _ = renewal.crawl(renewal.mysql_batches(cfg, MIGRATED), renewal.mysql_plans(cfg, MIGRATED), day,
                             MIGRATED)
     from_mysql = renewal.to_arrow(bill, renewal.RENEWAL_SCHEMA)
     from_dag = s3io.get_parquet(s3, cfg.s3_bucket, renewal.renewal_prefix(cfg, day, MIGRATED) + "part-0.parquet")
@@ -107,8 +109,8 @@ def test_drift_fails_the_run_loudly_and_the_resync_param_repairs_it(cfg, s3, bag
 
 
 def test_backfill_of_three_dates_writes_three_partitions(cfg, s3, bag, migrated):
-    """What `airflow backfill create --from-date 2026-10-28 --to-date 2026-10-30` produces, via dag.test
-    (scripts/backfill-demo runs the real backfill through a scheduler)."""
+    """What `airflow backfill create --from-date 2026-10-28 --to-date 2026-10-30T02:00:00+00:00` produces,
+    via dag.test (scripts/backfill-demo runs the real backfill through a scheduler)."""
     days = [dt.date(2026, 10, 28), dt.date(2026, 10, 29), dt.date(2026, 10, 30)]
     for d in days:
         state, _ = _night(bag, d, countries=[LEGACY])
@@ -121,3 +123,36 @@ def test_backfill_of_three_dates_writes_three_partitions(cfg, s3, bag, migrated)
     assert _night(bag, days[1], countries=[LEGACY])[0] == "success"  # rerun of one date
     assert s3.get_object(Bucket=cfg.s3_bucket, Key=key)["Body"].read() == before
     assert snapshot.plan_night(cfg, days[1], [LEGACY])["reconcile"] == []
+
+
+def _summary(cfg, s3, day: dt.date, country: str) -> dict:
+    return s3io.get_json(s3, cfg.s3_bucket, renewal.renewal_prefix(cfg, day, country) + "summary.json")
+
+
+def test_backfilled_past_date_says_what_it_was_computed_from(cfg, s3, bag, migrated):
+    """A past date with no snapshot of its own is computed from today's data and says so; once the date has
+    snapshots (here: an earlier run's, stamped as taken that night) a rerun uses them and says so."""
+    day = dt.date(2026, 10, 20)
+    state, states = _night(bag, day)
+    assert state == "success", states
+    for cc in (MIGRATED, LEGACY):
+        as_of = _summary(cfg, s3, day, cc)["as_of"]
+        assert as_of["of_the_date"] is False
+        assert "not as of 2026-10-20" in as_of["note"], as_of
+    rep = _report(cfg, s3, day, MIGRATED)
+    assert rep["as_of"]["of_the_date"] is False and "snapshots taken" in rep["as_of"]["computed_from"]
+
+    # The date's own snapshots exist (the original night's run, simulated by stamping the plan): reused.
+    key = snapshot.night_key(cfg, day)
+    night = s3io.get_json(s3, cfg.s3_bucket, key)
+    night["taken_at"] = "2026-10-20T02:00:07+00:00"
+    s3io.put_json(s3, cfg.s3_bucket, key, night)
+    state, states = _night(bag, day)
+    assert state == "success", states
+    assert states["snapshot_cassandra"] == {"skipped"} and states["snapshot_mysql"] == {"skipped"}
+    nl = _summary(cfg, s3, day, MIGRATED)["as_of"]
+    assert nl["of_the_date"] is True and nl["note"] == ""
+    assert nl["computed_from"] == "cassandra snapshot of 2026-10-20 taken at 2026-10-20T02:00:07+00:00"
+    assert _report(cfg, s3, day, MIGRATED)["as_of"]["of_the_date"] is True
+    se = _summary(cfg, s3, day, LEGACY)["as_of"]  # served by legacy: read live, so still as of now
+    assert se["of_the_date"] is False and se["computed_from"].startswith("live mysql read at ")

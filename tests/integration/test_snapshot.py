@@ -64,7 +64,7 @@ def build(country: str, n: int, first_id: int) -> dict[str, list[dict[str, Any]]
             rows["invoices"].append({
                 "invoice_id": inv, "customer_id": cid, "subscription_id": sid,
                 "period_start": dt.date(2026, 9 + k, day), "period_end": dt.date(2026, 9 + k, day) + dt.timedelta(30),
-                "amount": plan["price"], "tax": (plan["price"] * Decimal("0.1")).quantize(Decimal("0.0001")),
+                "amount": plan["price"], "tax": (plan["price"] * Decimal("0.1")).quantize(Decimal("0.01")),
                 "currency": cur, "status": status, "created_at": _ts(2026, 9 + k, day, 3),
                 "updated_at": _ts(2026, 9 + k, day, 4)})
             pay_status = {"paid": "succeeded", "refunded": "refunded"}[status]
@@ -324,6 +324,43 @@ def test_absence_of_expected_state_fails(cfg, s3, seeded):
     reconcile.resync_customers(cfg, [30_000, 30_001, 30_002], run_id="test-resync")
 
 
+def test_resync_goes_through_the_transform_and_refuses_a_zero_date(cfg, s3, seeded):
+    """One write path: a zero date is a reject (nothing written), never a NULL in Cassandra."""
+    cid = 10_010
+    inv = next(r for r in seeded[US]["invoices"] if r["customer_id"] == cid)
+    set_routing(cfg, US, "legacy", 0)  # a legacy writer slips a zero date in (the guard reads routing)
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("UPDATE invoices SET period_start = '0000-00-00' WHERE invoice_id = %s", (inv["invoice_id"],))
+        conn.commit()
+    set_routing(cfg, US, "legacy", 1)
+    try:
+        with pytest.raises(reconcile.ResyncRejected, match=r"zero or invalid date in period_start.*rejects/"):
+            reconcile.resync_customers(cfg, [cid, 10_011], run_id="test-resync-zero")
+        with connections.cassandra_session(cfg) as s:
+            row = s.execute("SELECT period_start FROM customer_billing WHERE customer_id=%s AND "
+                            "entity_type='invoice' AND entity_id=%s", (cid, inv["invoice_id"])).one()
+        assert row.period_start is not None and row.period_start.date() == inv["period_start"]
+    finally:
+        set_routing(cfg, US, "legacy", 0)
+        with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE invoices SET period_start = %s WHERE invoice_id = %s",
+                        (inv["period_start"], inv["invoice_id"]))
+            conn.commit()
+        set_routing(cfg, US, "legacy", 1)
+    out = reconcile.resync_customers(cfg, [cid], run_id="test-resync-zero")
+    assert out["resynced"] == [cid] and out["rejected"] == []
+
+
+def test_resync_refused_while_the_country_is_not_frozen(cfg, s3, seeded):
+    set_routing(cfg, CA, "legacy", 0)
+    try:
+        with pytest.raises(reconcile.ResyncRefused, match="CA is not frozen"):
+            reconcile.resync_customers(cfg, [30_005], run_id="test-resync")
+    finally:
+        set_routing(cfg, CA, "legacy", 1)
+
+
 def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
     """The same customers give the same renewal list whether read from MySQL or the Cassandra snapshot."""
     day = dt.date(2026, 11, 8)
@@ -333,8 +370,8 @@ def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
     total = 0
     for d in (dt.date(2026, 11, 30), dt.date(2027, 2, 28), dt.date(2028, 2, 29), dt.date(2026, 11, 15),
               dt.date(2026, 12, 1)):
-        bm, hm = renewal.crawl(renewal.mysql_batches(cfg, US, 25), plans_m, d, US)
-        bc, hc = renewal.crawl(renewal.cassandra_snapshot_batches(cfg, day, US, s3), plans_c, d, US)
+        bm, hm, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 25), plans_m, d, US)
+        bc, hc, _ = renewal.crawl(renewal.cassandra_snapshot_batches(cfg, day, US, s3), plans_c, d, US)
         ta, tb = renewal.to_arrow(bm, renewal.RENEWAL_SCHEMA), renewal.to_arrow(bc, renewal.RENEWAL_SCHEMA)
         assert ta.equals(tb), d
         assert renewal.to_arrow(hm, renewal.HELD_SCHEMA).equals(renewal.to_arrow(hc, renewal.HELD_SCHEMA))
@@ -345,7 +382,7 @@ def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
         list(renewal.cassandra_snapshot_batches(cfg, day, US, s3, expected_parts=5))
     by_day = {}
     for d in (dt.date(2026, 11, 30), dt.date(2026, 11, 29)):
-        b, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 1000), plans_m, d, US)
+        b, _, _ = renewal.crawl(renewal.mysql_batches(cfg, US, 1000), plans_m, d, US)
         by_day[d] = b
     assert set(by_day[dt.date(2026, 11, 30)]["billing_day"]) == {30, 31}  # November has 30 days
     assert (by_day[dt.date(2026, 11, 30)]["amount_due"] >= 0).all()
@@ -362,7 +399,14 @@ def test_renewal_output_is_atomic_and_byte_for_byte_reproducible(cfg, s3, seeded
     s3.put_object(Bucket=cfg.s3_bucket, Key=prefix + "part-7.parquet", Body=b"stale")  # left by an old run
     second = renewal.renew_country(cfg, day, routing)
     body2 = s3.get_object(Bucket=cfg.s3_bucket, Key=prefix + "part-0.parquet")["Body"].read()
-    assert body1 == body2 and first == second
+    assert body1 == body2
+    # Same rows, same summary; only the read time of the live legacy store differs.
+    assert {k: v for k, v in first.items() if k != "as_of"} == {k: v for k, v in second.items() if k != "as_of"}
+    assert second["as_of"]["computed_from"].startswith("live mysql read at ")
+    read_at = dt.datetime.fromisoformat(second["as_of"]["data_read_at"])
+    assert second["as_of"]["of_the_date"] is snapshot.of_the_date(day, read_at)
+    assert second["skipped"] == 0 and second["skipped_list"].endswith("renewals_skipped/date=2026-11-30/"
+                                                                      "country=US/part-0.parquet")
     assert "part-7.parquet" not in str(s3io.list_keys(s3, cfg.s3_bucket, prefix))
     summary = s3io.get_json(s3, cfg.s3_bucket, prefix + "summary.json")
     assert summary["to_bill"] == first["to_bill"] > 0

@@ -263,6 +263,20 @@ def test_remigrate_rewrites_whole_partitions(cfg, migrated, session):
     assert entry is None
 
 
+def test_remigrate_honours_the_runs_rate_limit_and_concurrency(cfg, migrated, session):
+    ids = list(range(AR_BASE + 10, AR_BASE + 20))
+    before = _target(session, ids)
+    rows = len(before)  # ~100 rows: at 40 rows/s the first 40 pass at once, the rest wait ~1.5 s
+    res = remigrate.remigrate_customers(cfg, "AR", RUN, ids, round_no=2, concurrency=2, rate_limit_rows_per_s=40)
+    assert res["rows"] == rows and res["concurrency"] == 2 and res["rate_limit_rows_per_s"] == 40
+    assert res["load_seconds"] >= (rows - 40) / 40 * 0.9
+    assert res["rows_per_s"] <= 40 * 2  # bucket burst included, never unthrottled
+    assert _target(session, ids) == {k: v | ({"run_id": RUN} if "run_id" in v else {"customer_run_id": RUN})
+                                     for k, v in before.items()}
+    with pytest.raises(ValueError, match="concurrency"):
+        remigrate.remigrate_customers(cfg, "AR", RUN, ids, round_no=3, concurrency=0)
+
+
 def test_delete_country_entity_then_all_touches_only_that_country(cfg, migrated, session):
     za_before = _target(session, range(ZA_BASE, ZA_BASE + N_ZA))
     res = load.delete_country(cfg, "AR", "payments")

@@ -127,3 +127,20 @@ def test_assert_reconciled_names_the_report():
 def test_resync_ids_are_validated_before_anything_is_touched():
     with pytest.raises(ValueError, match="integers"):
         reconcile.resync_customers(None, ["12; DROP TABLE"], run_id="r", routing={})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("routing", "force", "refused"), [
+    (Routing("US", "legacy", True, None), False, None),                  # frozen mid-migration: legacy is the truth
+    (Routing("US", "legacy", True, None), True, None),
+    (Routing("US", "legacy", False, None), False, "not frozen"),         # legacy still written: copy stale at once
+    (Routing("US", "legacy", False, None), True, "not frozen"),          # force does not lift that
+    (Routing("US", "cassandra", True, CUT), False, "cut over"),          # cassandra is the truth
+    (Routing("US", "cassandra", True, CUT), True, None),                 # operator restores from the frozen copy
+    (Routing("US", "cassandra", False, CUT), True, "legacy copy is not frozen"),
+])
+def test_resync_requires_legacy_to_be_the_frozen_source(routing, force, refused):
+    why = reconcile.resync_refusal(routing, force)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and refused in why and "US" in why

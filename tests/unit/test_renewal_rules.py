@@ -57,7 +57,7 @@ def test_only_customers_due_on_the_day_are_billed_with_plan_price():
     c, s, p, b = frames(
         [{"subscription_id": 11, "customer_id": 1}, {"subscription_id": 21, "customer_id": 2, "plan_id": 2}],
         [{"customer_id": 1, "billing_day": 31}, {"customer_id": 2, "billing_day": 12}])
-    bill, held = renewal.renewals(c, s, p, b, dt.date(2026, 4, 30), "US")
+    bill, held, _ = renewal.renewals(c, s, p, b, dt.date(2026, 4, 30), "US")
     assert bill["customer_id"].tolist() == [1]
     assert bill.loc[0, "price"] == D("9.9900") and bill.loc[0, "amount_due"] == D("9.9900")
     assert bill.loc[0, "currency"] == "USD" and bill.loc[0, "credit_used"] == D(0)
@@ -71,7 +71,7 @@ def test_holds_listed_separately_and_cancelled_excluded():
          {"subscription_id": 31, "customer_id": 3},
          {"subscription_id": 41, "customer_id": 4}],
         [{"customer_id": 1}, {"customer_id": 2}, {"customer_id": 3, "status": "on_hold"}, {"customer_id": 4}])
-    bill, held = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    bill, held, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     assert bill["customer_id"].tolist() == [4]
     assert held["customer_id"].tolist() == [1, 3]
     assert set(held["reason"]) == {"on_hold"}
@@ -83,14 +83,14 @@ def test_cancelled_mid_period_is_not_renewed_but_future_cancellation_is():
          {"subscription_id": 21, "customer_id": 2, "cancelled_at": _ts("2026-03-01 18:00")},  # during D
          {"subscription_id": 31, "customer_id": 3, "cancelled_at": _ts("2026-03-15")}],      # scheduled later
         [{"customer_id": 1}, {"customer_id": 2}, {"customer_id": 3}])
-    bill, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    bill, _, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     assert bill["customer_id"].tolist() == [3]
 
 
 def test_subscription_started_on_the_day_is_not_a_renewal():
     c, s, p, b = frames([{"subscription_id": 11, "customer_id": 1, "started_at": _ts("2026-03-01 08:00")}],
                         [{"customer_id": 1}])
-    bill, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    bill, _, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     assert bill.empty
 
 
@@ -104,7 +104,7 @@ def test_credits_applied_first_never_below_zero():
          {"customer_id": 2, "amount": D("-1.5000"), "currency": "USD", "created_at": _ts("2026-02-03")},
          {"customer_id": 2, "amount": D("3.0000"), "currency": "USD", "created_at": _ts("2026-03-01 01:00")},
          {"customer_id": 3, "amount": D("4.0000"), "currency": "EUR", "created_at": _ts("2026-02-01")}])
-    bill, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    bill, _, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     by = bill.set_index("customer_id")
     # credit larger than the price: nothing due, credit used = price
     assert by.loc[1, "amount_due"] == D(0) and by.loc[1, "credit_used"] == D("9.9900")
@@ -122,25 +122,47 @@ def test_negative_balance_is_not_a_charge_and_credit_split_across_subscriptions(
         [{"customer_id": 1}, {"customer_id": 2}],
         [{"customer_id": 1, "amount": D("12.0000"), "currency": "USD", "created_at": _ts("2026-01-01")},
          {"customer_id": 2, "amount": D("-3.0000"), "currency": "USD", "created_at": _ts("2026-01-01")}])
-    bill, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    bill, _, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     assert bill["credit_used"].tolist() == [D("9.9900"), D("2.0100"), D(0)]
     assert bill["amount_due"].tolist() == [D(0), D("13.4800"), D("9.9900")]
 
 
 def test_plan_without_price_in_the_country_is_held_not_dropped():
     c, s, p, b = frames([{"subscription_id": 11, "customer_id": 1, "plan_id": 9}], [{"customer_id": 1}])
-    bill, held = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    bill, held, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     assert bill.empty
     assert held["reason"].tolist() == ["no_price_for_country"]
+
+
+def test_impossible_billing_day_is_listed_as_skipped_never_dropped_silently():
+    c, s, p, b = frames(
+        [{"subscription_id": 11, "customer_id": 1}, {"subscription_id": 21, "customer_id": 2},
+         {"subscription_id": 31, "customer_id": 3}, {"subscription_id": 41, "customer_id": 4,
+                                                    "status": "cancelled"}],
+        [{"customer_id": 1, "billing_day": 45}, {"customer_id": 2, "billing_day": None},
+         {"customer_id": 3, "billing_day": 1}, {"customer_id": 4, "billing_day": 45}])
+    bill, held, skipped = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    assert bill["customer_id"].tolist() == [3]
+    assert held.empty
+    assert skipped["customer_id"].tolist() == [1, 2]  # the cancelled one is not due anyway
+    assert skipped["reason"].tolist() == ["billing_day 45 outside 1..31: never billed",
+                                          "billing_day missing: never billed"]
+    assert skipped["rule"].tolist() == ["invalid_billing_day"] * 2
+    # listed every day, not only on the day it would have matched
+    assert len(renewal.renewals(c, s, p, b, dt.date(2026, 3, 17), "US")[2]) == 2
+    summary = renewal.summarize(renewal.to_arrow(bill, renewal.RENEWAL_SCHEMA),
+                                renewal.to_arrow(held, renewal.HELD_SCHEMA),
+                                renewal.to_arrow(skipped, renewal.SKIPPED_SCHEMA), "mysql")
+    assert summary["skipped"] == 2 and summary["skipped_by_rule"] == {"invalid_billing_day": 2}
 
 
 def test_output_bytes_do_not_depend_on_input_order():
     subs = [{"subscription_id": 10 + i, "customer_id": i} for i in range(1, 6)]
     custs = [{"customer_id": i} for i in range(1, 6)]
     c, s, p, b = frames(subs, custs)
-    a, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
+    a, _, _ = renewal.renewals(c, s, p, b, dt.date(2026, 3, 1), "US")
     c2, s2, _, _ = frames(subs[::-1], custs[::-1])
-    z, _ = renewal.renewals(c2, s2, p, b, dt.date(2026, 3, 1), "US")
+    z, _, _ = renewal.renewals(c2, s2, p, b, dt.date(2026, 3, 1), "US")
     ta, tz = renewal.to_arrow(a, renewal.RENEWAL_SCHEMA), renewal.to_arrow(z, renewal.RENEWAL_SCHEMA)
     assert ta.num_rows == 5
     assert renewal.parquet_bytes(ta) == renewal.parquet_bytes(tz)

@@ -121,6 +121,8 @@ def test_tricky_valid_data_passes_intact():
     ("plan_changes", {"subscription_id": 999}, "fk_missing", "subscription_id"),
     ("balance_transactions", {"invoice_id": 999}, "fk_missing", "invoice_id"),
     ("subscriptions", {"plan_id": 8}, "fk_missing", "plan_id"),
+    ("customers", {"billing_day": 45}, "range", "billing_day"),
+    ("customers", {"billing_day": 0}, "range", "billing_day"),
 ])
 def test_rule_rejects_with_reason(table, changes, rule, fld):
     rejects = rejects_of(mutated(table, **changes))
@@ -130,6 +132,18 @@ def test_rule_rejects_with_reason(table, changes, rule, fld):
     assert all(r["reason"] for r in rejects)
     key = schema.TABLES_BY_NAME[table].key
     assert own[0]["key"] == base_rows()[table][0][key]
+
+
+@pytest.mark.parametrize("day", [1, 28, 31])
+def test_billing_day_within_the_month_passes(day):
+    assert rejects_of(mutated("customers", billing_day=day)) == []
+
+
+def test_impossible_billing_day_is_rejected_with_the_value_in_the_reason():
+    rej = rejects_of(mutated("customers", billing_day=45))
+    own = [r for r in rej if r["table"] == "customers"]
+    assert [(r["key"], r["rule"], r["reason"]) for r in own] == [(1, "range", "billing_day 45 outside 1..31")]
+    assert {r["table"] for r in rej} == {t.name for t in schema.CUSTOMER_TABLES}  # the whole customer
 
 
 def test_jpy_has_no_minor_units():

@@ -269,7 +269,9 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, 
                     f"chunk {chunk.chunk}: {len(bad)} customer(s) still differ after {round_no} round(s) "
                     f"of compare and re-migration, e.g. {bad[:5]}; mismatch reports under s3://"
                     f"{cfg.s3_bucket}/{s3io.run_prefix(cfg, p.country, run_id)}compare/")
-            remigrate.remigrate_customers(cfg, p.country, run_id, bad, round_no, source_chunk=chunk.chunk)
+            remigrate.remigrate_customers(cfg, p.country, run_id, bad, round_no, source_chunk=chunk.chunk,
+                                          concurrency=p.load_concurrency,
+                                          rate_limit_rows_per_s=p.rate_limit_rows_per_s)
             totals["remigrated_customers"] += len(bad)
             ids = bad
         totals["mismatches_left"] = 0

@@ -47,6 +47,8 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 # Nullable in the legacy schema (the app never enforced it) but required by the business: reject NULLs.
 REQUIRED_NULLABLE = {("invoices", "currency"), ("payments", "currency"), ("balance_transactions", "currency")}
+# Business ranges inside the storage type's range: a billing day of 45 fits a TINYINT but bills on no day.
+VALUE_RANGES: dict[tuple[str, str], tuple[int, int]] = {("customers", "billing_day"): (1, 31)}
 NON_NEGATIVE = {("invoices", "amount"), ("invoices", "tax"), ("payments", "amount"), ("plans", "price")}
 REJECT_SCHEMA = pa.schema([("table", pa.string()), ("key", pa.int64()), ("customer_id", pa.int64()),
                            ("reason", pa.string()), ("field", pa.string()), ("rule", pa.string())])
@@ -140,6 +142,11 @@ def _field_rules(t: pa.Table, tdef: schema.Table, rej: _Rejects) -> None:
             lo, hi = INT_RANGES[c.kind]
             bad = _np(pc.or_(pc.less(col, lo), pc.greater(col, hi)))
             rej.add(tname, t, bad, "range", c.name, f"{c.name} outside the CQL {c.kind} range")
+        if (tname, c.name) in VALUE_RANGES:
+            lo, hi = VALUE_RANGES[(tname, c.name)]
+            bad = _np(pc.or_(pc.less(col, lo), pc.greater(col, hi)))
+            values = col.to_pandas().astype("Int64").astype(str)
+            rej.add(tname, t, bad, "range", c.name, f"{c.name} " + values + f" outside {lo}..{hi}")
         if (tname, c.name) in ENUMS:
             allowed = ENUMS[(tname, c.name)]
             bad = ~isnull & ~_np(pc.is_in(col, value_set=pa.array(allowed)))

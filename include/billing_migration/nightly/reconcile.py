@@ -9,7 +9,8 @@ Three checks per country (the talk's "daily automated snapshot reconciliation", 
 
 Source of truth and what a difference means:
   - frozen, not yet cut over (serving_store=legacy, writes_frozen=1): MySQL is the truth. Any difference is
-    a migration defect; fix = `resync_customers` (MySQL -> Cassandra, whole partition replaced).
+    a migration defect; fix = `resync_customers` (MySQL -> Cassandra through the migration's own export,
+    transform and load, whole partition replaced; refused for a country that is not frozen).
   - cut over (serving_store=cassandra): Cassandra is the truth, MySQL is the frozen rollback copy.
       * Cassandra rows written after `cutover_at` (new invoices, status changes) are expected divergence:
         kind `post_cutover_change`, counted, never a failure, left out of the financial comparison.
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 
 from billing_migration import pii
 from billing_migration.config import Config, normalize_country
+from billing_migration.country import export, remigrate
 from billing_migration.nightly import snapshot
 from billing_migration.nightly.snapshot import Routing
 from billing_migration.stores import connections, s3io, schema
@@ -58,7 +60,11 @@ class ReconciliationFailed(RuntimeError):
 
 
 class ResyncRefused(RuntimeError):
-    """A re-sync would copy data against the direction of the source of truth."""
+    """A re-sync would copy data against the direction of the source of truth, or from a moving legacy."""
+
+
+class ResyncRejected(RuntimeError):
+    """Legacy rows of the named customers fail the transform's validation; nothing was written."""
 
 
 def report_prefix(cfg: Config, day: dt.date | str, country: str) -> str:
@@ -241,6 +247,7 @@ class CountryResult:
     failing: int
     post_cutover_changes: int
     customers: list[int]
+    as_of: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -254,193 +261,284 @@ def _previous_counts(cfg: Config, client, day: dt.date, country: str) -> dict[st
 
 
 def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_threshold: float = 0.05,
-                      client=None) -> dict[str, Any]:
+                      client=None, taken_at: str | None = None) -> dict[str, Any]:
     """Run the three checks on the day's snapshots of one country and write the report; never raises on a
-    mismatch (the DAG's `assert_reconciled` does, so every country is reported first)."""
+    mismatch (the DAG's `assert_reconciled` does, so every country is reported first).
+
+    `taken_at` (the night's plan) dates the snapshots, for the report's `as_of` label."""
     t0 = time.monotonic()
+    taken = taken_at or dt.datetime.now(dt.UTC).isoformat()
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
-    prefix = report_prefix(cfg, day, country)
-    uri = f"s3://{cfg.s3_bucket}/{prefix}report.json"
     with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
-        return _reconcile(cfg, day, country, routing, drift_threshold, client, prefix, uri, tmp, t0)
+        snaps = _download(cfg, day, country, client, tmp)
+        spill = os.path.join(tmp, "spill")
+        counts = {store: {t: _rows(src) for t, src in snaps[store].items()} for store in snapshot.STORES}
+        records = check_records(snaps, routing, spill)
+        money = check_money(snaps, records.expected, spill)
+    problems = (check_counts(counts, records) + money.problems + records.problems
+                + check_expected_state(cfg, client, day, country, routing, counts, drift_threshold))
+    as_of = snapshot.as_of(day, taken, f"snapshots taken at {taken}")
+    return _report(cfg, client, day, routing, Checks(counts, records, money, problems, as_of), t0)
 
 
-def _reconcile(cfg: Config, day: dt.date, country: str, routing: Routing, drift_threshold: float, client,
-               prefix: str, uri: str, tmp: str, t0: float) -> dict[str, Any]:
-    snaps: dict[str, dict[str, Source]] = {
-        store: {t.name: snapshot.download_parts(cfg, day, store, country, t.name, os.path.join(tmp, store), client)
-                for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
-    counts = {store: {t: _rows(src) for t, src in snaps[store].items()} for store in snapshot.STORES}
-    spill = os.path.join(tmp, "spill")
-    problems: list[str] = []
+@dataclass(frozen=True)
+class RecordCheck:
+    """Field-by-field differences, classified: `failing` ones fail the night, `expected` ones are
+    post-cut-over changes (counted, left out of the money check)."""
 
+    diffs: list[dict[str, Any]]
+    failing: list[dict[str, Any]]
+    expected: list[dict[str, Any]]
+
+    @property
+    def problems(self) -> list[str]:
+        if not self.failing:
+            return []
+        kinds: dict[str, int] = {}
+        for d in self.failing:
+            kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+        return [f"{len(self.failing)} record differences: {kinds}"]
+
+
+@dataclass(frozen=True)
+class MoneyCheck:
+    """Financial totals of each store and every (currency, day, metric) where they differ."""
+
+    mysql: pa.Table
+    cassandra: pa.Table
+    differences: list[dict[str, Any]]
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"financial total {m['metric']} {m['currency']} {m['day']}: mysql {m['mysql']} "
+                f"cassandra {m['cassandra']} (diff {m['diff']})" for m in self.differences]
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Everything one country's reconciliation found; `problems` empty means reconciled."""
+
+    counts: dict[str, dict[str, int]]
+    records: RecordCheck
+    money: MoneyCheck
+    problems: list[str]
+    as_of: dict[str, Any]
+
+
+def _download(cfg: Config, day: dt.date, country: str, client, tmp: str) -> dict[str, dict[str, Source]]:
+    return {store: {t.name: snapshot.download_parts(cfg, day, store, country, t.name, os.path.join(tmp, store),
+                                                    client)
+                    for t in snapshot.SNAPSHOT_TABLES} for store in snapshot.STORES}
+
+
+def check_records(snaps: dict[str, dict[str, Source]], routing: Routing, spill: str | None = None) -> RecordCheck:
+    """Every record of every table field by field, classified by the source-of-truth rules."""
     raw: list[dict[str, Any]] = []
     for t in snapshot.SNAPSHOT_TABLES:
         raw += compare_table(t.name, snaps["mysql"][t.name], snaps["cassandra"][t.name], spill).to_pylist()
     diffs = classify(raw, routing)
-    failing = [d for d in diffs if d["kind"] in FAILING_KINDS]
-    expected = [d for d in diffs if d["kind"] == "post_cutover_change"]
+    return RecordCheck(diffs, [d for d in diffs if d["kind"] in FAILING_KINDS],
+                       [d for d in diffs if d["kind"] == "post_cutover_change"])
+
+
+def check_counts(counts: dict[str, dict[str, int]], records: RecordCheck) -> list[str]:
+    """Row counts per table; rows created in Cassandra after cut-over are expected, nothing else is."""
+    problems = []
     for t in snapshot.SNAPSHOT_TABLES:
-        # Rows created in Cassandra after cut-over are expected; every other count difference is not.
-        new_rows = sum(1 for d in expected if d["table"] == t.name and d["raw_kind"] == "extra")
+        new_rows = sum(1 for d in records.expected if d["table"] == t.name and d["raw_kind"] == "extra")
         m, c = counts["mysql"][t.name], counts["cassandra"][t.name]
         if m != c - new_rows:
             problems.append(f"row count {t.name}: mysql {m} != cassandra {c}"
                             + (f" - {new_rows} created after cut-over" if new_rows else ""))
+    return problems
 
+
+def check_money(snaps: dict[str, dict[str, Source]], expected: list[dict[str, Any]],
+                spill: str | None = None) -> MoneyCheck:
+    """Financial totals of both stores, post-cut-over changes left out (only the live store has them)."""
     exclude: dict[str, list[int]] = {}
     for d in expected:
         exclude.setdefault(d["table"], []).append(d["key"])
     totals_m = financial_totals(snaps["mysql"], exclude, spill)
     totals_c = financial_totals(snaps["cassandra"], exclude, spill)
-    money = compare_totals(totals_m, totals_c)
-    for m in money:
-        problems.append(f"financial total {m['metric']} {m['currency']} {m['day']}: mysql {m['mysql']} "
-                        f"cassandra {m['cassandra']} (diff {m['diff']})")
-    if failing:
-        kinds: dict[str, int] = {}
-        for d in failing:
-            kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
-        problems.append(f"{len(failing)} record differences: {kinds}")
+    return MoneyCheck(totals_m, totals_c, compare_totals(totals_m, totals_c))
 
-    # Absence of expected state.
-    serving = routing.source_of_truth
-    state = "migrated" if serving == "cassandra" else "frozen (mid-migration)"
+
+def check_expected_state(cfg: Config, client, day: dt.date, country: str, routing: Routing,
+                         counts: dict[str, dict[str, int]], drift_threshold: float) -> list[str]:
+    """Absence of expected state: an empty store, or a snapshot that shrank past the threshold overnight."""
+    problems = []
+    state = "migrated" if routing.source_of_truth == "cassandra" else "frozen (mid-migration)"
     for store in snapshot.STORES:
         if counts[store]["customers"] == 0:
             problems.append(f"no customers in the {store} snapshot of {country}, a {state} country")
     prev = _previous_counts(cfg, client, day, country)
-    if prev:
-        for store in snapshot.STORES:
-            before = sum(prev.get(store, {}).values())
-            now = sum(counts[store].values())
-            if before and now < before * (1 - drift_threshold):
-                problems.append(f"{store} snapshot shrank from {before} to {now} rows since {day - dt.timedelta(1)} "
-                                f"(threshold {drift_threshold:.0%})")
+    for store in snapshot.STORES if prev else ():
+        before = sum(prev.get(store, {}).values())
+        now = sum(counts[store].values())
+        if before and now < before * (1 - drift_threshold):
+            problems.append(f"{store} snapshot shrank from {before} to {now} rows since {day - dt.timedelta(1)} "
+                            f"(threshold {drift_threshold:.0%})")
+    return problems
 
-    customers = sorted({d["customer_id"] for d in failing if d["customer_id"] is not None})
+
+def _report(cfg: Config, client, day: dt.date, routing: Routing, checks: Checks, t0: float) -> dict[str, Any]:
+    """Write differences.parquet, totals.parquet and report.json; emit the metrics; return the result."""
+    country = normalize_country(routing.country)
+    prefix = report_prefix(cfg, day, country)
+    uri = f"s3://{cfg.s3_bucket}/{prefix}report.json"
+    rec, money = checks.records, checks.money
+    customers = sorted({d["customer_id"] for d in rec.failing if d["customer_id"] is not None})
     fixes: dict[int, str] = {}
-    for d in failing:
+    for d in rec.failing:
         if d["customer_id"] is not None:
             fixes.setdefault(d["customer_id"], d["fix"])
-    rows = [{k: d.get(k) for k in DIFF_SCHEMA.names} | {"country": country} for d in diffs]
+    rows = [{k: d.get(k) for k in DIFF_SCHEMA.names} | {"country": country} for d in rec.diffs]
     s3io.put_parquet(client, cfg.s3_bucket, prefix + "differences.parquet",
                      pa.Table.from_pylist(rows, schema=DIFF_SCHEMA))
-    tot = pa.concat_tables([totals_m.append_column("store", pa.array(["mysql"] * totals_m.num_rows)),
-                            totals_c.append_column("store", pa.array(["cassandra"] * totals_c.num_rows))])
+    tot = pa.concat_tables([t.append_column("store", pa.array([store] * t.num_rows))
+                            for store, t in (("mysql", money.mysql), ("cassandra", money.cassandra))])
     s3io.put_parquet(client, cfg.s3_bucket, prefix + "totals.parquet", tot)
-    ok = not problems
-    report = {
+    ok = not checks.problems
+    s3io.put_json(client, cfg.s3_bucket, prefix + "report.json", {
         "date": day.isoformat(), "country": country, "ok": ok, "routing": routing.as_dict(),
-        "source_of_truth": serving, "counts": counts, "problems": problems,
-        "differences": {"failing": len(failing), "post_cutover_change": len(expected),
+        "source_of_truth": routing.source_of_truth, "counts": checks.counts, "problems": checks.problems,
+        "differences": {"failing": len(rec.failing), "post_cutover_change": len(rec.expected),
                         "parquet": f"s3://{cfg.s3_bucket}/{prefix}differences.parquet"},
         "customers": [{"customer_id": c, "fix": fixes[c]} for c in customers],
-        "financial_differences": money,
-        "seconds": round(time.monotonic() - t0, 3),
-    }
-    s3io.put_json(client, cfg.s3_bucket, prefix + "report.json", report)
+        "financial_differences": money.differences, "seconds": round(time.monotonic() - t0, 3),
+        "as_of": checks.as_of,
+    })
     stats = _stats()
     for store in snapshot.STORES:
-        stats.gauge(f"billing_nightly.snapshot_rows.{store}.{country}", sum(counts[store].values()))
-    stats.gauge(f"billing_nightly.record_differences.{country}", len(failing))
-    stats.gauge(f"billing_nightly.financial_differences.{country}", len(money))
+        stats.gauge(f"billing_nightly.snapshot_rows.{store}.{country}", sum(checks.counts[store].values()))
+    stats.gauge(f"billing_nightly.record_differences.{country}", len(rec.failing))
+    stats.gauge(f"billing_nightly.financial_differences.{country}", len(money.differences))
     if not ok:
         stats.incr("billing_nightly.reconcile_failed")
-    log.info("reconcile %s: ok=%s problems=%d report=%s", country, ok, len(problems), uri)
-    return CountryResult(country, ok, problems, uri, counts, len(failing), len(expected), customers).as_dict()
+    log.info("reconcile %s: ok=%s problems=%d report=%s", country, ok, len(checks.problems), uri)
+    return CountryResult(country, ok, checks.problems, uri, checks.counts, len(rec.failing), len(rec.expected),
+                         customers, checks.as_of).as_dict()
 
 
 def assert_reconciled(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Fail loudly if any country did not reconcile; the message names each report on S3."""
     bad = [r for r in results if not r["ok"]]
     if bad:
-        lines = [f"{r['country']}: {'; '.join(r['problems'][:5])} -> report {r['report_uri']}" for r in bad]
+        lines = [f"{r['country']}: {'; '.join(r['problems'][:5])} -> report {r['report_uri']}"
+                 + (f" ({r['as_of']['note']})" if r.get("as_of", {}).get("note") else "") for r in bad]
         raise ReconciliationFailed(f"{len(bad)} of {len(results)} countries did not reconcile:\n" +
                                    "\n".join(lines))
     return {"countries": [r["country"] for r in results], "ok": True}
 
 
 # ------------------------------------------------------------------------------------------- re-sync
-def read_customer_mysql(cfg: Config, customer_id: int) -> dict[str, list[dict[str, Any]]]:
-    """Every legacy row of one customer, per table (read-only role, one consistent snapshot)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        for t in schema.CUSTOMER_TABLES:
-            cols = ", ".join(f"`{c}`" for c in t.column_names)
-            cur.execute(f"SELECT {cols} FROM `{t.name}` WHERE customer_id = %s ORDER BY `{t.key}`",
-                        (customer_id,))
-            out[t.name] = [dict(zip(t.column_names, r, strict=True)) for r in cur.fetchall()]
-        conn.rollback()
-    return out
+def resync_refusal(routing: Routing, force_from_legacy: bool) -> str | None:
+    """Why the country's customers must not be re-synced from legacy now, or None when it is safe.
 
-
-def _partition_statements(session, rows: dict[str, list[dict[str, Any]]], run_id: str, ts: int):
-    from cassandra.query import BatchStatement, BatchType
-
-    cust = rows["customers"][0]
-    cid = cust["customer_id"]
-    batch = BatchStatement(batch_type=BatchType.LOGGED)
-    batch.add(f"DELETE FROM customer_billing USING TIMESTAMP {ts - 1} WHERE customer_id = %s", (cid,))
-    statics = ["customer_id", *schema.CUSTOMER_STATIC.values(), "customer_run_id"]
-    vals = [cid, *(cust[k] for k in schema.CUSTOMER_STATIC), run_id]
-    batch.add(f"INSERT INTO customer_billing ({', '.join(statics)}) VALUES ({', '.join(['%s'] * len(vals))}) "
-              f"USING TIMESTAMP {ts}", vals)
-    for t in schema.ENTITY_TABLES:
-        for r in rows[t.name]:
-            cols = schema.entity_row_columns(t)
-            names = ["customer_id", "entity_type", "entity_id", *cols, "run_id"]
-            v = [cid, t.entity, r[t.key], *(r[c] for c in cols), run_id]
-            batch.add(f"INSERT INTO customer_billing ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(v))}) "
-                      f"USING TIMESTAMP {ts}", v)
-    return batch
-
-
-def resync_customers(cfg: Config, customer_ids: list[int], run_id: str, force_from_legacy: bool = False,
-                     routing: dict[str, Routing] | None = None) -> dict[str, Any]:
-    """Replace each named customer's Cassandra partition with the complete legacy customer.
-
-    Allowed when MySQL is the source of truth (frozen, not cut over). After cut-over Cassandra is the
-    truth: refused unless `force_from_legacy` (an operator restoring named customers from the rollback
-    copy). A customer absent from MySQL has its Cassandra partition deleted (pre-cut-over only).
+    A re-sync writes Cassandra from legacy, so legacy must be the truth and must not be moving: frozen and
+    not cut over. After cut-over Cassandra is the truth and a copy from legacy would overwrite every write
+    made since; only an operator restoring named customers from the frozen rollback copy may force it.
     """
+    cc = routing.country
+    if routing.serving_store == "cassandra":
+        if not routing.writes_frozen:
+            return (f"{cc} is cut over but its legacy copy is not frozen (legacy takes writes again): there is no "
+                    "stable copy to restore from; refused even with resync_force_from_legacy")
+        if not force_from_legacy:
+            return (f"{cc} is cut over (since {routing.cutover_at}): cassandra is the source of truth and a copy "
+                    "from legacy would overwrite the writes made since; pass resync_force_from_legacy=true to "
+                    "restore the named customers from the frozen legacy copy")
+        return None
+    if not routing.writes_frozen:
+        return (f"{cc} is not frozen: legacy still takes writes, so a copy would be stale at once and no nightly "
+                f"reconciles it; migrate the country with migrate_billing_{cc.lower()} instead (its compare "
+                "re-migrates whatever differs)")
+    return None
+
+
+def _resync_ids(customer_ids: list[Any] | None) -> list[int]:
     ids = []
     for c in customer_ids or []:
         if isinstance(c, bool) or not str(c).strip().isdigit():
             raise ValueError(f"resync_customer_ids must be integers, got {c!r}")
         ids.append(int(c))
+    return sorted(set(ids))
+
+
+def _countries_of(cfg: Config, ids: list[int]) -> dict[str, list[int]]:
+    """Each customer's country: legacy's, else the Cassandra partition's (a customer legacy no longer has)."""
+    out: dict[str, list[int]] = {}
+    with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT customer_id, country FROM customers WHERE customer_id IN ({', '.join(['%s'] * len(ids))})",
+                    ids)
+        found = {int(cid): cc for cid, cc in cur.fetchall()}
+    missing = [c for c in ids if c not in found]
+    if missing:
+        with connections.cassandra_session(cfg) as session:
+            for cid in missing:
+                row = session.execute("SELECT country FROM customer_billing WHERE customer_id = %s LIMIT 1",
+                                      (cid,)).one()
+                if row is None or row.country is None:
+                    raise ValueError(f"customer {cid} exists in neither store")
+                found[cid] = row.country
+    for cid in ids:
+        out.setdefault(found[cid], []).append(cid)
+    return out
+
+
+def _refuse_rejects(cfg: Config, staged: list[remigrate.Staged]) -> None:
+    """Raise ResyncRejected, naming each rejected record and where the rejects are, if any record failed."""
+    client = connections.s3_client(cfg)
+    lines: list[str] = []
+    uris: list[str] = []
+    for st in staged:
+        if not st.rejects:
+            continue
+        key = remigrate.rejects_key(cfg, st)
+        uris.append(f"s3://{cfg.s3_bucket}/{key}")
+        for r in s3io.get_parquet(client, cfg.s3_bucket, key).to_pylist():
+            lines.append(f"customer {r['customer_id']} {r['table']} {r['key']}: {r['reason']}")
+    if lines:
+        raise ResyncRejected(f"{len(lines)} legacy record(s) of the named customers fail validation, nothing was "
+                             f"written to cassandra: {'; '.join(lines[:10])}; fix them in legacy and re-sync; "
+                             f"rejects: {', '.join(uris)}")
+
+
+def resync_customers(cfg: Config, customer_ids: list[int], run_id: str, force_from_legacy: bool = False,
+                     routing: dict[str, Routing] | None = None, *, concurrency: int | None = None,
+                     rate_limit_rows_per_s: int | None = None) -> dict[str, Any]:
+    """Replace each named customer's Cassandra partition with the complete legacy customer.
+
+    The same path as the migration (country.remigrate): export, the transform's validation, load's
+    partition-replacing batches with the country's rate limit and concurrency (or the ones given). Allowed
+    only where `resync_refusal` finds none; every customer is validated before any is written (a reject
+    refuses the whole request). A customer absent from legacy has its Cassandra partition deleted.
+    """
+    ids = _resync_ids(customer_ids)
+    if not ids:
+        return {"resynced": [], "deleted": [], "rejected": []}
     routing = routing or snapshot.read_routing(cfg)
+    groups = _countries_of(cfg, ids)
+    settings = {}
+    for cc, cids in sorted(groups.items()):
+        why = resync_refusal(routing.get(cc) or Routing(cc, "legacy", False, None), force_from_legacy)
+        if why:
+            raise ResyncRefused(f"re-sync of customer(s) {cids[:10]}: {why}")
+        settings[cc] = remigrate.write_settings(cfg, cc, concurrency, rate_limit_rows_per_s)
+    staged = []
+    for cc, cids in sorted(groups.items()):
+        export.export_plans(cfg, cc, run_id)
+        staged.append(remigrate.stage(cfg, cc, run_id, cids, remigrate.chunk_number(0)))
+    _refuse_rejects(cfg, staged)
     done: list[int] = []
     deleted: list[int] = []
-    with connections.cassandra_session(cfg) as session:
-        for cid in sorted(set(ids)):
-            rows = read_customer_mysql(cfg, cid)
-            if rows["customers"]:
-                cc = rows["customers"][0]["country"]
-            else:
-                found = session.execute("SELECT country FROM customer_billing WHERE customer_id = %s LIMIT 1",
-                                        (cid,)).one()
-                if found is None:
-                    raise ValueError(f"customer {cid} exists in neither store")
-                cc = found.country
-            r = routing.get(cc) or Routing(cc, "legacy", False, None)
-            if r.serving_store == "cassandra" and not force_from_legacy:
-                raise ResyncRefused(f"customer {cid} ({cc}): {cc} is cut over, cassandra is the source of truth; "
-                                    "pass resync_force_from_legacy=true to restore from the legacy copy")
-            ts = int(time.time() * 1_000_000)
-            if not rows["customers"]:
-                session.execute(f"DELETE FROM customer_billing USING TIMESTAMP {ts} WHERE customer_id = %s", (cid,))
-                session.execute("DELETE FROM customers_by_country WHERE country = %s AND bucket = %s "
-                                "AND customer_id = %s", (cc, schema.customer_bucket(cid), cid))
-                deleted.append(cid)
-                continue
-            session.execute(_partition_statements(session, rows, run_id, ts))
-            session.execute("INSERT INTO customers_by_country (country, bucket, customer_id, run_id) "
-                            "VALUES (%s, %s, %s, %s)", (cc, schema.customer_bucket(cid), cid, run_id))
-            done.append(cid)
+    for st in staged:
+        remigrate.write(cfg, st, *settings[st.country])
+        done += sorted(st.exported)
+        deleted += st.absent
     log.info("resync: %d customers replaced from mysql, %d deleted from cassandra", len(done), len(deleted))
     _stats().incr("billing_nightly.resynced_customers", len(done) + len(deleted))
-    return {"resynced": done, "deleted": deleted}
+    return {"resynced": sorted(done), "deleted": sorted(deleted), "rejected": []}

@@ -12,6 +12,9 @@ Rules (pure pandas functions, unit-tested without services):
   - tax is not modelled here (plans carry no tax rate; the order processor computes it on the invoice).
   - on hold (subscription or customer `on_hold`, not cancelled) are listed separately for retry, whatever
     the anchor; so are due subscriptions without a price in the customer's country (never dropped silently).
+  - skipped: a live subscription the rules cannot bill on any day (billing_day missing or outside 1..31,
+    unknown status, no start date) is listed every day with its rule and reason, so a data defect is seen
+    instead of a customer silently never billed.
 
 Sources: the store that serves the country. Cut-over countries are read from the night's Cassandra snapshot
 (parallel token-range scans, the Netflix "snapshot + MapReduce" replacement of the all-row iterator; a
@@ -21,6 +24,7 @@ legacy countries from MySQL by keyset chunks of customers with the read-only rol
 Output (atomic per date and country, byte-for-byte reproducible for the same data):
   nightly/renewals/date=D/country=CC/part-0.parquet, summary.json, then _SUCCESS last
   nightly/renewals_on_hold/date=D/country=CC/part-0.parquet
+  nightly/renewals_skipped/date=D/country=CC/part-0.parquet
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ HELD_SCHEMA = pa.schema([
     ("subscription_id", pa.int64()), ("plan_id", pa.int64()), ("billing_day", pa.int64()),
     ("currency", pa.string()), ("price", MONEY), ("reason", pa.string()),
 ])
+SKIPPED_SCHEMA = pa.schema([
+    ("date", pa.date32()), ("country", pa.string()), ("customer_id", pa.int64()),
+    ("subscription_id", pa.int64()), ("plan_id", pa.int64()), ("billing_day", pa.int64()),
+    ("rule", pa.string()), ("reason", pa.string()),
+])
 PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
                                 "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
 NEEDED = ("customers", "subscriptions", "balance_transactions")
@@ -72,12 +81,37 @@ def anchor_day(year: int, month: int, billing_day: int) -> int:
     return min(billing_day, calendar.monthrange(year, month)[1])
 
 
+def valid_billing_day(billing_day: pd.Series) -> pd.Series:
+    """Vectorised: a billing day that bills on some day of every month (1..31, not missing)."""
+    return pd.to_numeric(billing_day, errors="coerce").between(1, 31).fillna(False).astype(bool)
+
+
 def bills_on(billing_day: pd.Series, day: dt.date) -> pd.Series:
-    """Vectorised: whose anchor falls on `day` (invalid billing days never match)."""
+    """Vectorised: whose anchor falls on `day` (invalid billing days never match: see `skipped`)."""
     last = calendar.monthrange(day.year, day.month)[1]
     bd = pd.to_numeric(billing_day, errors="coerce")
-    valid = bd.between(1, 31)
-    return (valid & (bd.clip(upper=last) == day.day)).fillna(False).astype(bool)
+    return (valid_billing_day(billing_day) & (bd.clip(upper=last) == day.day)).fillna(False).astype(bool)
+
+
+def skipped(s: pd.DataFrame, live: pd.Series) -> pd.DataFrame:
+    """Live subscriptions (not cancelled, not on hold) that no day's rule can bill, with rule and reason."""
+    bd = pd.to_numeric(s["billing_day"], errors="coerce")
+    text = bd.astype("Int64").astype(str)
+    rules = [
+        ("unknown_status", ~s["status"].isin(schema.SUBSCRIPTION_STATUSES),
+         "subscription status " + s["status"].astype(str) + " unknown: never billed"),
+        ("invalid_billing_day", ~valid_billing_day(s["billing_day"]),
+         ("billing_day " + text + " outside 1..31: never billed").where(bd.notna(),
+                                                                         "billing_day missing: never billed")),
+        ("missing_started_at", pd.to_datetime(s["started_at"], utc=True).isna(),
+         pd.Series("subscription has no started_at: never billed", index=s.index)),
+    ]
+    out, taken = [], pd.Series(False, index=s.index)
+    for rule, mask, reason in rules:  # first rule wins: one line per subscription
+        hit = live & mask & ~taken
+        taken |= hit
+        out.append(s[hit].assign(rule=rule, reason=reason[hit]))
+    return pd.concat(out) if out else s.iloc[0:0]
 
 
 def _day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -104,8 +138,9 @@ def credit_balances(balance: pd.DataFrame, day: dt.date) -> pd.DataFrame:
 
 
 def renewals(customers: pd.DataFrame, subscriptions: pd.DataFrame, plans: pd.DataFrame,
-             balance: pd.DataFrame, day: dt.date, country: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(to_bill, held) for one country on `day`; inputs use the legacy column names."""
+             balance: pd.DataFrame, day: dt.date, country: str
+             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(to_bill, held, skipped) for one country on `day`; inputs use the legacy column names."""
     start, end = _day_bounds(day)
     cust = customers[customers["country"] == country][["customer_id", "billing_day", "status"]]
     s = subscriptions.merge(cust.rename(columns={"status": "customer_status"}), on="customer_id", how="inner")
@@ -118,6 +153,7 @@ def renewals(customers: pd.DataFrame, subscriptions: pd.DataFrame, plans: pd.Dat
            & bills_on(s["billing_day"], day))
     unpriced = due & s["price"].isna()
     held = pd.concat([s[on_hold].assign(reason="on_hold"), s[unpriced].assign(reason="no_price_for_country")])
+    skip = skipped(s, ~cancelled & ~on_hold).assign(date=day, country=country)
     bill = s[due & ~unpriced].sort_values(["customer_id", "subscription_id"], kind="stable")
     bill = bill.merge(credit_balances(balance, day), on=["customer_id", "currency"], how="left")
     used, owed, bal_col = [], [], []
@@ -132,7 +168,7 @@ def renewals(customers: pd.DataFrame, subscriptions: pd.DataFrame, plans: pd.Dat
         bal_col.append(bal)
     bill = bill.assign(credit_balance=bal_col, credit_used=used, amount_due=owed, date=day, country=country)
     held = held.assign(date=day, country=country)
-    return _shape(bill, RENEWAL_SCHEMA), _shape(held, HELD_SCHEMA)
+    return _shape(bill, RENEWAL_SCHEMA), _shape(held, HELD_SCHEMA), _shape(skip, SKIPPED_SCHEMA)
 
 
 def _shape(df: pd.DataFrame, sch: pa.Schema) -> pd.DataFrame:
@@ -204,18 +240,19 @@ def cassandra_snapshot_batches(cfg: Config, day: dt.date, country: str, client,
 
 
 def crawl(batches: Iterable[dict[str, pa.Table]], plans: pa.Table, day: dt.date,
-          country: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Map (rules per batch of whole customers) then reduce (concatenate, sort)."""
+          country: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Map (rules per batch of whole customers) then reduce (concatenate, sort): (to_bill, held, skipped)."""
     p = plans.to_pandas()
-    bills, helds = [], []
+    parts: tuple[list[pd.DataFrame], ...] = ([], [], [])
     for b in batches:
         f = _frames(b)
-        bill, held = renewals(f["customers"], f["subscriptions"], p, f["balance_transactions"], day, country)
-        bills.append(bill)
-        helds.append(held)
-    bill = pd.concat(bills, ignore_index=True) if bills else pd.DataFrame(columns=RENEWAL_SCHEMA.names)
-    held = pd.concat(helds, ignore_index=True) if helds else pd.DataFrame(columns=HELD_SCHEMA.names)
-    return _shape(bill, RENEWAL_SCHEMA), _shape(held, HELD_SCHEMA)
+        for out, frame in zip(parts, renewals(f["customers"], f["subscriptions"], p, f["balance_transactions"],
+                                              day, country), strict=True):
+            out.append(frame)
+    schemas = (RENEWAL_SCHEMA, HELD_SCHEMA, SKIPPED_SCHEMA)
+    bill, held, skip = (_shape(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=sch.names),
+                               sch) for frames, sch in zip(parts, schemas, strict=True))
+    return bill, held, skip
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -223,7 +260,12 @@ def renewal_prefix(cfg: Config, day: dt.date | str, country: str, kind: str = "r
     return f"{cfg.s3_prefix}nightly/{kind}/date={snapshot._day(day)}/country={country}/"
 
 
-def summarize(bill: pa.Table, held: pa.Table, source: str) -> dict[str, Any]:
+def _count_by(t: pa.Table, column: str) -> dict[str, int]:
+    values = t.column(column).to_pylist()
+    return {v: values.count(v) for v in sorted(set(values))}
+
+
+def summarize(bill: pa.Table, held: pa.Table, skip: pa.Table, source: str) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     for row in bill.to_pylist():
         c = per.setdefault(row["currency"], {"count": 0, "price": ZERO, "credit_used": ZERO, "amount_due": ZERO})
@@ -231,55 +273,75 @@ def summarize(bill: pa.Table, held: pa.Table, source: str) -> dict[str, Any]:
         for k in ("price", "credit_used", "amount_due"):
             c[k] += row[k]
     return {"source": source, "to_bill": bill.num_rows, "held": held.num_rows,
-            "held_by_reason": {r: held.column("reason").to_pylist().count(r)
-                               for r in sorted(set(held.column("reason").to_pylist()))},
+            "held_by_reason": _count_by(held, "reason"),
+            "skipped": skip.num_rows, "skipped_by_rule": _count_by(skip, "rule"),
             "per_currency": {cur: {k: str(v) for k, v in vals.items()} for cur, vals in sorted(per.items())}}
 
 
 def write_output(cfg: Config, day: dt.date, country: str, bill: pd.DataFrame, held: pd.DataFrame,
-                 source: str, client) -> dict[str, Any]:
+                 skip: pd.DataFrame, source: str, client, as_of: dict[str, Any] | None = None) -> dict[str, Any]:
     """Replace the date's output atomically: drop _SUCCESS, put every object, put _SUCCESS last."""
     prefix = renewal_prefix(cfg, day, country)
     held_prefix = renewal_prefix(cfg, day, country, "renewals_on_hold")
-    b, h = to_arrow(bill, RENEWAL_SCHEMA), to_arrow(held, HELD_SCHEMA)
+    skip_prefix = renewal_prefix(cfg, day, country, "renewals_skipped")
+    b, h, k = to_arrow(bill, RENEWAL_SCHEMA), to_arrow(held, HELD_SCHEMA), to_arrow(skip, SKIPPED_SCHEMA)
     client.delete_object(Bucket=cfg.s3_bucket, Key=prefix + "_SUCCESS")
     wanted = {prefix + "part-0.parquet", prefix + "summary.json"}
     for stale in set(s3io.list_keys(client, cfg.s3_bucket, prefix)) - wanted:
         client.delete_object(Bucket=cfg.s3_bucket, Key=stale)
     client.put_object(Bucket=cfg.s3_bucket, Key=held_prefix + "part-0.parquet", Body=parquet_bytes(h))
+    client.put_object(Bucket=cfg.s3_bucket, Key=skip_prefix + "part-0.parquet", Body=parquet_bytes(k))
     client.put_object(Bucket=cfg.s3_bucket, Key=prefix + "part-0.parquet", Body=parquet_bytes(b))
-    summary = summarize(b, h, source) | {"date": day.isoformat(), "country": country}
+    summary = summarize(b, h, k, source) | {"date": day.isoformat(), "country": country, "as_of": as_of or {},
+                                            "skipped_list": f"s3://{cfg.s3_bucket}/{skip_prefix}part-0.parquet"}
     s3io.put_json(client, cfg.s3_bucket, prefix + "summary.json", summary)
     client.put_object(Bucket=cfg.s3_bucket, Key=prefix + "_SUCCESS", Body=b"")
     return summary | {"uri": f"s3://{cfg.s3_bucket}/{prefix}part-0.parquet"}
 
 
 def renew_country(cfg: Config, day: dt.date | str, routing: Routing, chunk_customers: int = 5000,
-                  client=None, expected_parts: int | None = None) -> dict[str, Any]:
-    """Crawl one country from the store that serves it and write the day's renewal list."""
+                  client=None, expected_parts: int | None = None, *, taken_at: str | None = None,
+                  reused: bool = False) -> dict[str, Any]:
+    """Crawl one country from the store that serves it and write the day's renewal list.
+
+    `taken_at`: when the night's snapshots were taken; `reused`: they are an earlier run's (a backfill of a
+    date that has its own snapshots), so the plans come from the snapshot too. The summary's `as_of` says
+    what the list was computed from and whether that is the date (snapshot.as_of).
+    """
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
     client = client or connections.s3_client(cfg)
+    now = dt.datetime.now(dt.UTC)
     if routing.serving_store == "cassandra":
-        plans = snapshot.read_cassandra_plans(cfg, country)  # one partition; the scans need not wait for it
+        # one partition, read directly (the scans need not wait for it), or the snapshot's copy when reused
+        plans = (snapshot.read_snapshot(cfg, day, "cassandra", country, "plans", client) if reused
+                 else snapshot.read_cassandra_plans(cfg, country))
         batches: Iterable[dict[str, pa.Table]] = cassandra_snapshot_batches(cfg, day, country, client,
                                                                                 expected_parts)
         source = "cassandra"
+        taken = taken_at or now.isoformat()
+        as_of = snapshot.as_of(day, taken, f"cassandra snapshot of {day} taken at {taken}")
     else:
         plans = mysql_plans(cfg, country)
         batches = mysql_batches(cfg, country, chunk_customers)
         source = "mysql"
-    bill, held = crawl(batches, plans, day, country)
+        as_of = snapshot.as_of(day, now, f"live mysql read at {now.isoformat(timespec='seconds')}")
+    bill, held, skip = crawl(batches, plans, day, country)
     if plans.num_rows == 0 and len(held):
         raise RenewalError(f"{country}: no plan catalogue in {source}; {len(held)} subscriptions could not be "
                            "priced (nothing written)")
-    summary = write_output(cfg, day, country, bill, held, source, client)
-    log.info("renewals %s %s from %s: %d to bill, %d held", country, day, source, len(bill), len(held))
+    summary = write_output(cfg, day, country, bill, held, skip, source, client, as_of)
+    log.info("renewals %s %s from %s: %d to bill, %d held, %d skipped; %s", country, day, source, len(bill),
+             len(held), len(skip), as_of["note"] or as_of["computed_from"])
+    if len(skip):
+        log.warning("renewals %s %s: %d subscriptions can never be billed (%s); list: %s", country, day,
+                    len(skip), summary["skipped_by_rule"], summary["skipped_list"])
     try:
         from airflow.sdk.observability.stats import Stats
 
         Stats.gauge(f"billing_nightly.renewals.{country}", len(bill))
         Stats.gauge(f"billing_nightly.renewals_held.{country}", len(held))
+        Stats.gauge(f"billing_nightly.renewals_skipped.{country}", len(skip))
     except ImportError:  # pragma: no cover
         pass
     return summary

@@ -13,6 +13,11 @@ crawl run on Parquet with DuckDB/pandas and never touch the serving stores again
 
 N is the token split for Cassandra (0 for MySQL and for plans). Every (country, table) of a split gets a
 file, even an empty one, so a missing file always means a missing task, never "no rows".
+
+What a date's outputs describe: `date=D/night.json` records the night's plan and when its snapshots were
+taken. A run of a past date (a backfill, a late rerun) reuses the date's snapshots when they are complete;
+otherwise it takes them now, and every output says, through `as_of`, that it was computed as of now and
+not as of D.
 """
 
 from __future__ import annotations
@@ -71,8 +76,29 @@ def snapshot_key(cfg: Config, day: dt.date | str, store: str, country: str, tabl
     return f"{snapshot_prefix(cfg, day, store, country)}table={table}/part-{part}.parquet"
 
 
+def night_key(cfg: Config, day: dt.date | str) -> str:
+    return f"{snapshot_prefix(cfg, day)}night.json"
+
+
 def _day(day: dt.date | str) -> str:
     return day.isoformat() if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10]).isoformat()
+
+
+# ------------------------------------------------------------------------------------------- as of
+def of_the_date(day: dt.date | str, read_at: dt.datetime) -> bool:
+    """Data read at `read_at` describes `day` when read during that date's night: from D 00:00 UTC up to the
+    next night's run (D+1 02:00 UTC)."""
+    start = dt.datetime.combine(dt.date.fromisoformat(_day(day)), dt.time(), dt.UTC)
+    return start <= read_at < start + dt.timedelta(days=1, hours=2)
+
+
+def as_of(day: dt.date | str, read_at: dt.datetime | str, computed_from: str) -> dict[str, Any]:
+    """The label every nightly output carries: what it was computed from, and whether that is the date."""
+    at = dt.datetime.fromisoformat(read_at) if isinstance(read_at, str) else read_at
+    ok = of_the_date(day, at)
+    note = "" if ok else (f"computed from data as of {at:%Y-%m-%d %H:%M} UTC, not as of {_day(day)} "
+                          "(run after the date's night, without snapshots of that date)")
+    return {"computed_from": computed_from, "data_read_at": at.isoformat(), "of_the_date": ok, "note": note}
 
 
 # ------------------------------------------------------------------------------------------- routing
@@ -370,21 +396,58 @@ def list_parts(cfg: Config, day: dt.date | str, store: str, country: str, table:
 
 # ------------------------------------------------------------------------------------------- the night's plan
 def plan_night(cfg: Config, day: dt.date | str, countries: list[str] | None = None, splits: int = 8,
-               client=None) -> dict[str, Any]:
+               client=None, reuse: bool = True, now: dt.datetime | None = None) -> dict[str, Any]:
     """What tonight's run covers, decided once from country_routing, and a clean slate for the date's
-    snapshots (a rerun or backfill with another split count must not leave stale parts behind)."""
+    snapshots (a rerun or backfill with another split count must not leave stale parts behind).
+
+    A past date (`now` outside the date's night) whose complete snapshots exist reuses them and the routing
+    recorded with them (`take_snapshots` False) unless `reuse` is off (a re-sync must be verified afresh).
+    """
     wanted = [normalize_country(c) for c in (countries or [])]
     for cc in wanted:
         cfg.country(cc)  # refuses an unconfigured country with a clear message
+    now = now or dt.datetime.now(dt.UTC)
+    client = client or s3io.client(cfg)
+    if reuse and not of_the_date(day, now):
+        stored = _stored_night(cfg, day, wanted, client)
+        if stored is not None:
+            log.info("night %s: reusing the snapshots taken at %s", _day(day), stored["taken_at"])
+            return stored
     routing = read_routing(cfg)
     chosen = [routing[cc] for cc in sorted(routing) if not wanted or cc in wanted]
     reconcile = [r.as_dict() for r in chosen if r.in_scope]
-    client = client or s3io.client(cfg)
     s3io.delete_prefix(client, cfg.s3_bucket, snapshot_prefix(cfg, day))
-    return {
+    night = {
         "date": _day(day),
         "reconcile": reconcile,
         "renew": [r.as_dict() for r in chosen],
         "scan_countries": [r["country"] for r in reconcile],
         "splits": token_splits(splits) if reconcile else [],
+        "taken_at": now.isoformat(),
+        "take_snapshots": True,
     }
+    s3io.put_json(client, cfg.s3_bucket, night_key(cfg, day), night)
+    return night
+
+
+def _stored_night(cfg: Config, day: dt.date | str, wanted: list[str], client) -> dict[str, Any] | None:
+    """The date's recorded plan narrowed to `wanted`, if it covers them and every snapshot part exists."""
+    if not s3io.exists(client, cfg.s3_bucket, night_key(cfg, day)):
+        return None
+    stored = s3io.get_json(client, cfg.s3_bucket, night_key(cfg, day))
+    have = {r["country"] for r in stored["renew"]}
+    if not (set(wanted) or set(cfg.countries)) <= have:  # the stored night covered fewer countries
+        return None
+    keep = set(wanted) or have
+    reconcile = [r for r in stored["reconcile"] if r["country"] in keep]
+    keys = set(s3io.list_keys(client, cfg.s3_bucket, snapshot_prefix(cfg, day)))
+    for r in reconcile:
+        cc = r["country"]
+        need = [snapshot_key(cfg, day, "mysql", cc, t.name, 0) for t in SNAPSHOT_TABLES]
+        need += [snapshot_key(cfg, day, "cassandra", cc, "plans", 0)]
+        need += [snapshot_key(cfg, day, "cassandra", cc, t.name, sp["split"])
+                 for t in CUSTOMER_TABLES for sp in stored["splits"]]
+        if not set(need) <= keys:
+            return None
+    return stored | {"reconcile": reconcile, "renew": [r for r in stored["renew"] if r["country"] in keep],
+                     "scan_countries": [r["country"] for r in reconcile], "take_snapshots": False}
