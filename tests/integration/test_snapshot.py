@@ -324,16 +324,16 @@ def test_absence_of_expected_state_fails(cfg, s3, seeded):
     reconcile.resync_customers(cfg, [30_000, 30_001, 30_002], run_id="test-resync")
 
 
-def test_resync_goes_through_the_transform_and_refuses_a_zero_date(cfg, s3, seeded):
+def test_resync_goes_through_the_transform_and_refuses_a_zero_date(cfg, s3, seeded, set_routing):
     """One write path: a zero date is a reject (nothing written), never a NULL in Cassandra."""
     cid = 10_010
     inv = next(r for r in seeded[US]["invoices"] if r["customer_id"] == cid)
-    set_routing(cfg, US, "legacy", 0)  # a legacy writer slips a zero date in (the guard reads routing)
+    set_routing(US, "legacy", 0)  # a legacy writer slips a zero date in (the guard reads routing)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
         cur.execute("SET SESSION sql_mode = ''")
         cur.execute("UPDATE invoices SET period_start = '0000-00-00' WHERE invoice_id = %s", (inv["invoice_id"],))
         conn.commit()
-    set_routing(cfg, US, "legacy", 1)
+    set_routing(US, "legacy", 1)
     try:
         with pytest.raises(reconcile.ResyncRejected, match=r"zero or invalid date in period_start.*rejects/"):
             reconcile.resync_customers(cfg, [cid, 10_011], run_id="test-resync-zero")
@@ -342,23 +342,23 @@ def test_resync_goes_through_the_transform_and_refuses_a_zero_date(cfg, s3, seed
                             "entity_type='invoice' AND entity_id=%s", (cid, inv["invoice_id"])).one()
         assert row.period_start is not None and row.period_start.date() == inv["period_start"]
     finally:
-        set_routing(cfg, US, "legacy", 0)
+        set_routing(US, "legacy", 0)
         with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
             cur.execute("UPDATE invoices SET period_start = %s WHERE invoice_id = %s",
                         (inv["period_start"], inv["invoice_id"]))
             conn.commit()
-        set_routing(cfg, US, "legacy", 1)
+        set_routing(US, "legacy", 1)
     out = reconcile.resync_customers(cfg, [cid], run_id="test-resync-zero")
     assert out["resynced"] == [cid] and out["rejected"] == []
 
 
-def test_resync_refused_while_the_country_is_not_frozen(cfg, s3, seeded):
-    set_routing(cfg, CA, "legacy", 0)
+def test_resync_refused_while_the_country_is_not_frozen(cfg, s3, seeded, set_routing):
+    set_routing(CA, "legacy", 0)
     try:
         with pytest.raises(reconcile.ResyncRefused, match="CA is not frozen"):
             reconcile.resync_customers(cfg, [30_005], run_id="test-resync")
     finally:
-        set_routing(cfg, CA, "legacy", 1)
+        set_routing(CA, "legacy", 1)
 
 
 def test_renewal_lists_agree_between_mysql_and_cassandra(cfg, s3, seeded):
