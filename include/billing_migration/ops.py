@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing_migration.config import Config, ConfigError, load_config, normalize_country
-from billing_migration.stores import connections, write_gate
+from billing_migration.stores import connections, s3io, write_gate
 from billing_migration.stores.write_gate import RoutingStatus, WriteGateError
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ class DropPlan:
 
 
 def _s3_keys(cfg: Config) -> Iterator[tuple[str, int]]:
-    client = connections.s3_client(cfg)
+    client = s3io.client(cfg)
     if cfg.s3_bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         return
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix=cfg.s3_prefix):
@@ -315,7 +315,7 @@ def drop_namespace(namespace: str, i_mean_production: bool = False) -> DropPlan:
         cur.execute(f"DROP DATABASE IF EXISTS `{cfg.mysql_database}`")
     with connections.cassandra_session(cfg, keyspace=False) as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {cfg.cassandra_keyspace}", timeout=120)
-    client = connections.s3_client(cfg)
+    client = s3io.client(cfg)
     batch: list[dict[str, str]] = []
     for key, _ in list(_s3_keys(cfg)):
         batch.append({"Key": key})

@@ -60,7 +60,7 @@ def test_manifest_counts_match_source_and_parquet_is_readable(cfg, seeded, s3):
             body = s3.get_object(Bucket=cfg.s3_bucket, Key=entry["key"])["Body"].read()
             assert hashlib.sha256(body).hexdigest() == entry["sha256"]
             data = pq.read_table(io.BytesIO(body))
-            assert data.schema.equals(export.arrow_schema(t))
+            assert data.schema.equals(s3io.arrow_schema(t))
             assert data.num_rows == entry["rows"]
             keys = data.column(t.key).to_pylist()
             assert (min(keys), max(keys)) == (entry["min_key"], entry["max_key"])
@@ -91,8 +91,8 @@ def test_zero_date_does_not_crash_and_stays_detectable(cfg, seeded, s3):
     m = export.export_chunk(cfg, "PL", RUN, {"chunk": 0, "lo": PL_BASE, "hi": PL_BASE + 11})
     assert m["tables"]["invoices"]["rows"] == 36
     inv = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PL", RUN, "invoices", 0))
-    flagged = [r for r in inv.to_pylist() if r[export.ZERO_DATE_COL]]
-    assert [(r["invoice_id"], r[export.ZERO_DATE_COL], r["created_at"]) for r in flagged] == [
+    flagged = [r for r in inv.to_pylist() if r[s3io.ZERO_DATE_COL]]
+    assert [(r["invoice_id"], r[s3io.ZERO_DATE_COL], r["created_at"]) for r in flagged] == [
         (PL_BASE * 100 + 1, "created_at", None)]
     ok = next(r for r in inv.to_pylist() if r["invoice_id"] == PL_BASE * 100)
     assert ok["created_at"].microsecond == 123000  # milliseconds preserved

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 from billing_migration.country import transform
-from billing_migration.country.export import ZERO_DATE_COL, arrow_schema
 from billing_migration.stores import schema
+from billing_migration.stores.s3io import ZERO_DATE_COL, arrow_schema
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)

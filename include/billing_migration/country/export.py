@@ -31,11 +31,6 @@ from billing_migration.stores import connections, s3io, schema
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_ROWS = 50_000
-# The export files' Arrow schema and the S3 client live in stores.s3io; these names stay for callers.
-ZERO_DATE_COL = s3io.ZERO_DATE_COL
-ARROW_TYPES = s3io.ARROW_TYPES
-arrow_schema = s3io.arrow_schema
-s3_client = s3io.client
 _AS_TEXT = ("decimal", "timestamp", "date")  # selected as CAST(... AS CHAR), converted in Arrow
 
 
@@ -77,7 +72,7 @@ def to_arrow(table: schema.Table, columns: dict[str, pa.Array]) -> pa.RecordBatc
         raw = columns[c.name]
         if isinstance(raw, pa.ChunkedArray):
             raw = raw.combine_chunks()
-        target = ARROW_TYPES[c.kind]
+        target = s3io.ARROW_TYPES[c.kind]
         if c.kind in ("timestamp", "date"):
             raw = raw.cast(pa.string())
             value, bad = _parse_datetime(raw, c.kind)
@@ -93,8 +88,8 @@ def to_arrow(table: schema.Table, columns: dict[str, pa.Array]) -> pa.RecordBatc
         joined = pc.utf8_rtrim(pc.binary_join_element_wise(*marks, ""), characters=",")
         joined = pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()), joined)
         out.append(joined)
-        names.append(ZERO_DATE_COL)
-    return pa.RecordBatch.from_arrays(out, schema=arrow_schema(table))
+        names.append(s3io.ZERO_DATE_COL)
+    return pa.RecordBatch.from_arrays(out, schema=s3io.arrow_schema(table))
 
 
 def _parse_datetime(raw: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
@@ -149,7 +144,7 @@ class _TableWriter:
 
     def __init__(self, table: schema.Table) -> None:
         self.table = table
-        self.upload = s3io.ParquetUpload(arrow_schema(table))
+        self.upload = s3io.ParquetUpload(s3io.arrow_schema(table))
         self.batches = 0
         self.min_key: int | None = None
         self.max_key: int | None = None

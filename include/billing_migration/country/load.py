@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_migration.config import Config, normalize_country
-from billing_migration.country import export
 from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
@@ -410,7 +409,7 @@ def load_chunk(cfg: Config, country: str, run_id: str, chunk: int, concurrency: 
                rate_limit_rows_per_s: int = 0) -> dict[str, Any]:
     """Load one transformed chunk; every customer's partition is replaced whole."""
     country = normalize_country(country)
-    client = export.s3_client(cfg)
+    client = s3io.client(cfg)
     rows = s3io.get_parquet(client, cfg.s3_bucket, s3io.stage_key(cfg, country, run_id, "transformed", chunk))
     with connections.cassandra_session(cfg) as session:
         counts = load_rows(session, country, rows, run_id, concurrency, rate_limit_rows_per_s)
@@ -427,13 +426,12 @@ def load_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
     from cassandra.query import BatchStatement, BatchType
 
     from billing_migration.country import transform
-    from billing_migration.country.export import arrow_schema
 
     country = normalize_country(country)
-    client = export.s3_client(cfg)
+    client = s3io.client(cfg)
     plans = s3io.get_parquet(client, cfg.s3_bucket, s3io.table_key(cfg, country, run_id, "plans", 0))
-    plans = plans.select(arrow_schema(schema.PLANS).names).cast(arrow_schema(schema.PLANS))
-    empty = {t.name: arrow_schema(t).empty_table() for t in schema.CUSTOMER_TABLES}
+    plans = plans.select(s3io.arrow_schema(schema.PLANS).names).cast(s3io.arrow_schema(schema.PLANS))
+    empty = {t.name: s3io.arrow_schema(t).empty_table() for t in schema.CUSTOMER_TABLES}
     valid, rejects, _ = transform.validate(empty, plans, country)
     good = valid["plans"]
     cols = ["plan_id", "currency", "name", "price", "screens", "quality", "updated_at"]

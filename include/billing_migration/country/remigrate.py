@@ -121,7 +121,7 @@ def remigrate_customers(cfg: Config, country: str, run_id: str, customer_ids: li
 
 
 def _exported_customers(cfg: Config, country: str, run_id: str, chunk: int) -> set[int]:
-    client = export.s3_client(cfg)
+    client = s3io.client(cfg)
     t = s3io.get_parquet(client, cfg.s3_bucket, s3io.table_key(cfg, country, run_id, "customers", chunk),
                          columns=["customer_id"])
     return set(t.column("customer_id").to_pylist())

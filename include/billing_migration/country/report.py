@@ -262,9 +262,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write(cfg: Config, report: dict[str, Any]) -> str:
     """report.json and report.md under the run's S3 prefix; returns the JSON's location."""
-    from billing_migration.stores import connections
-
-    client = connections.s3_client(cfg)
+    client = s3io.client(cfg)
     prefix = s3io.run_prefix(cfg, report["country"], report["run_id"])
     s3io.put_json(client, cfg.s3_bucket, prefix + "report.json", report)
     client.put_object(Bucket=cfg.s3_bucket, Key=prefix + "report.md", Body=render_markdown(report).encode(),

@@ -27,14 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_migration.config import Config, normalize_country
-from billing_migration.country import export
-from billing_migration.country.export import ARROW_TYPES, ZERO_DATE_COL
 from billing_migration.stores import s3io, schema
 
 log = logging.getLogger(__name__)
 
 # Cassandra-side Arrow types: `int` is 32-bit and `tinyint` 8-bit in CQL.
-CQL_ARROW = {**ARROW_TYPES, "int": pa.int32(), "tinyint": pa.int8()}
+CQL_ARROW = {**s3io.ARROW_TYPES, "int": pa.int32(), "tinyint": pa.int8()}
 INT_RANGES = {"int": (-(2**31), 2**31 - 1), "tinyint": (-128, 127)}
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("customers", "status"): schema.CUSTOMER_STATUSES,
@@ -125,7 +123,7 @@ def _unscaled(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 def _field_rules(t: pa.Table, tdef: schema.Table, rej: _Rejects) -> None:
     tname = tdef.name
     n = t.num_rows
-    zero = t.column(ZERO_DATE_COL) if ZERO_DATE_COL in t.column_names else None
+    zero = t.column(s3io.ZERO_DATE_COL) if s3io.ZERO_DATE_COL in t.column_names else None
     for c in tdef.columns:
         col = t.column(c.name)
         isnull = _np(pc.is_null(col))
@@ -282,10 +280,9 @@ def _conform(cols: dict[str, Any], n: int, out_schema: pa.Schema, run_id: str) -
 
 
 def _read(client, cfg: Config, key: str, tdef: schema.Table) -> pa.Table:
-    from billing_migration.country.export import arrow_schema
 
     t = s3io.get_parquet(client, cfg.s3_bucket, key)
-    want = arrow_schema(tdef)
+    want = s3io.arrow_schema(tdef)
     return t.select(want.names).cast(want)
 
 
@@ -296,7 +293,7 @@ def transform_chunk(cfg: Config, country: str, run_id: str, chunk: int) -> dict[
     """
     country = normalize_country(country)
     t0 = time.monotonic()
-    client = export.s3_client(cfg)
+    client = s3io.client(cfg)
     tables = {t.name: _read(client, cfg, s3io.table_key(cfg, country, run_id, t.name, chunk), t)
               for t in schema.CUSTOMER_TABLES}
     plans = _read(client, cfg, s3io.table_key(cfg, country, run_id, "plans", 0), schema.PLANS)

@@ -270,7 +270,7 @@ def reconcile_country(cfg: Config, day: dt.date | str, routing: Routing, drift_t
     taken = taken_at or dt.datetime.now(dt.UTC).isoformat()
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
         snaps = _download(cfg, day, country, client, tmp)
         spill = os.path.join(tmp, "spill")
@@ -491,7 +491,7 @@ def _countries_of(cfg: Config, ids: list[int]) -> dict[str, list[int]]:
 
 def _refuse_rejects(cfg: Config, staged: list[remigrate.Staged]) -> None:
     """Raise ResyncRejected, naming each rejected record and where the rejects are, if any record failed."""
-    client = connections.s3_client(cfg)
+    client = s3io.client(cfg)
     lines: list[str] = []
     uris: list[str] = []
     for st in staged:

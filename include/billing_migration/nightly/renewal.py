@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import io
 import logging
 from collections.abc import Iterable
 from decimal import Decimal
@@ -39,7 +38,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from billing_migration.config import Config, normalize_country
 from billing_migration.nightly import snapshot
@@ -65,8 +63,7 @@ SKIPPED_SCHEMA = pa.schema([
     ("subscription_id", pa.int64()), ("plan_id", pa.int64()), ("billing_day", pa.int64()),
     ("rule", pa.string()), ("reason", pa.string()),
 ])
-PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
-                                "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
+ZSTD_LEVEL = 3  # pinned: the output's bytes must not change with the library's default level
 NEEDED = ("customers", "subscriptions", "balance_transactions")
 ZERO = Decimal(0)
 
@@ -186,12 +183,6 @@ def to_arrow(df: pd.DataFrame, sch: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=sch)
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, **PARQUET_OPTS)
-    return buf.getvalue()
-
-
 # ------------------------------------------------------------------------------------------- sources
 def _frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
     return {name: t.to_pandas() for name, t in tables.items()}
@@ -289,9 +280,8 @@ def write_output(cfg: Config, day: dt.date, country: str, bill: pd.DataFrame, he
     wanted = {prefix + "part-0.parquet", prefix + "summary.json"}
     for stale in set(s3io.list_keys(client, cfg.s3_bucket, prefix)) - wanted:
         client.delete_object(Bucket=cfg.s3_bucket, Key=stale)
-    client.put_object(Bucket=cfg.s3_bucket, Key=held_prefix + "part-0.parquet", Body=parquet_bytes(h))
-    client.put_object(Bucket=cfg.s3_bucket, Key=skip_prefix + "part-0.parquet", Body=parquet_bytes(k))
-    client.put_object(Bucket=cfg.s3_bucket, Key=prefix + "part-0.parquet", Body=parquet_bytes(b))
+    for key, table in ((held_prefix, h), (skip_prefix, k), (prefix, b)):
+        s3io.put_parquet(client, cfg.s3_bucket, key + "part-0.parquet", table, compression_level=ZSTD_LEVEL)
     summary = summarize(b, h, k, source) | {"date": day.isoformat(), "country": country, "as_of": as_of or {},
                                             "skipped_list": f"s3://{cfg.s3_bucket}/{skip_prefix}part-0.parquet"}
     s3io.put_json(client, cfg.s3_bucket, prefix + "summary.json", summary)
@@ -310,7 +300,7 @@ def renew_country(cfg: Config, day: dt.date | str, routing: Routing, chunk_custo
     """
     day = dt.date.fromisoformat(snapshot._day(day))
     country = normalize_country(routing.country)
-    client = client or connections.s3_client(cfg)
+    client = client or s3io.client(cfg)
     now = dt.datetime.now(dt.UTC)
     if routing.serving_store == "cassandra":
         # one partition, read directly (the scans need not wait for it), or the snapshot's copy when reused

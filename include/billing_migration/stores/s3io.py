@@ -106,15 +106,17 @@ class ParquetUpload:
 
     Use as a context manager (an exception drops the temp file, nothing is uploaded) or call abort().
     `row_group_size` caps the rows of a row group (default: one row group per written batch); `tmpdir`
-    holds the temp file (default BM_TMP_DIR or the system's).
+    holds the temp file (default BM_TMP_DIR or the system's); `compression_level` pins the zstd level
+    (default: the library's), for outputs whose bytes must not change with a library upgrade.
     """
 
-    def __init__(self, schema: pa.Schema, row_group_size: int | None = None, tmpdir: str | None = None) -> None:
+    def __init__(self, schema: pa.Schema, row_group_size: int | None = None, tmpdir: str | None = None,
+                 compression_level: int | None = None) -> None:
         self.schema = schema
         self.row_group_size = row_group_size
         fd, self.path = tempfile.mkstemp(suffix=".parquet", dir=tmpdir or os.environ.get("BM_TMP_DIR"))
         os.close(fd)
-        self._writer = pq.ParquetWriter(self.path, schema, **PARQUET_OPTS)
+        self._writer = pq.ParquetWriter(self.path, schema, compression_level=compression_level, **PARQUET_OPTS)
         self.rows = 0
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
@@ -156,9 +158,9 @@ class ParquetUpload:
             self.abort()
 
 
-def put_parquet(s3, bucket: str, key: str, table: pa.Table) -> int:
+def put_parquet(s3, bucket: str, key: str, table: pa.Table, compression_level: int | None = None) -> int:
     """Write an in-memory table as one Parquet object (through ParquetUpload); returns its size in bytes."""
-    with ParquetUpload(table.schema) as up:
+    with ParquetUpload(table.schema, compression_level=compression_level) as up:
         up.write(table)
         return up.finish(s3, bucket, key).bytes
 
