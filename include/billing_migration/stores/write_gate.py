@@ -16,7 +16,7 @@ Why it is built this way:
   check of an INSERT already does): a snapshot read could miss a customer created after the writer's
   snapshot and let its rows through. Cost: a transaction that updates a child row and then its customer
   can wait for (or, rarely, deadlock with) a concurrent update of that customer; InnoDB resolves it and
-  the application retries as for any deadlock. Measured: ~20 µs per written row (50k rows/s single UPDATE).
+  the application retries as for any deadlock. The guard's measured cost per row is in BENCHMARKS.md.
 - The gate is installed ahead of time by `prepare()` (bootstrap, the DAG's check_routing step, `scripts/bm
   prepare`), never inside a freeze: trigger DDL flushes the table, and a multi-statement transaction of ANY
   country that opens a flushed table is killed with ER_LOCK_DEADLOCK (1213). `prepare()` therefore creates
