@@ -82,13 +82,6 @@ def set_routing(cfg, country: str, serving: str, frozen: int, cutover_at: dt.dat
         conn.commit()
 
 
-def clear_routing(cfg) -> None:
-    """Leave no frozen country behind: the guard triggers would refuse the next test module's seeding."""
-    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM country_routing")
-        conn.commit()
-
-
 def reset_stores(cfg) -> None:
     """Empty every legacy table (routing included) and the session's Cassandra tables."""
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:

@@ -11,8 +11,6 @@ import pytest
 from billing_migration.nightly import reconcile, renewal, snapshot
 from billing_migration.stores import connections, s3io
 
-from tests.integration import test_snapshot as data
-
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATED, LEGACY = "NL", "SE"
 
@@ -27,19 +25,18 @@ def bag():
 
 
 @pytest.fixture(scope="module")
-def migrated(cfg, legacy_db, cassandra_ks, s3, bag):
+def migrated(cfg, legacy_db, cassandra_ks, s3, bag, reset_stores, reseed, reset_routing):
     """NL generated (clean data) and migrated by its own DAG; SE generated and left on legacy."""
-    from billing_migration.devtools import generator
     from billing_migration.stores import write_gate
 
-    data.reset_stores(cfg)
-    generator.seed(cfg, 160, seed=3, countries={MIGRATED: 0.6, LEGACY: 0.4})
+    reset_stores()
+    reseed(160, seed=3, countries={MIGRATED: 0.6, LEGACY: 0.4})
     run = bag.get_dag("migrate_billing_nl").test(
         run_conf={"country": MIGRATED, "chunk_customers": 100, "parallelism": 2})
     assert str(getattr(run.state, "value", run.state)) == "success"
     assert write_gate.routing(cfg)[MIGRATED] == "cassandra"
     yield cfg
-    data.clear_routing(cfg)
+    reset_routing("nightly DAG tests done")
 
 
 def _night(bag, day: dt.date, **conf):

@@ -16,8 +16,6 @@ import pytest
 from billing_migration.nightly import reconcile, renewal, snapshot
 from billing_migration.stores import connections, s3io, schema
 
-from tests.integration import fixture_data
-
 CURRENCY = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "BR": "BRL", "JP": "JPY", "CA": "CAD",
             "NL": "EUR", "SE": "SEK", "NZ": "NZD", "CH": "CHF", "IE": "EUR", "MX": "MXN", "IN": "INR"}
 PRICES = (Decimal("7.9900"), Decimal("12.4900"), Decimal("19.9900"))
@@ -123,11 +121,6 @@ def write_cassandra(cfg, rows: dict[str, list[dict[str, Any]]], run_id: str = "t
             execute_concurrent_with_args(s, st, args, concurrency=64, raise_on_first_error=True)
 
 
-# The store resets live in fixture_data (conftest's fixtures wrap them); test_nightly_dag calls them as data.*.
-clear_routing = fixture_data.clear_routing
-reset_stores = fixture_data.reset_stores
-
-
 def seed_both(cfg, country: str, n: int, first_id: int) -> dict[str, list[dict[str, Any]]]:
     rows = build(country, n, first_id)
     write_mysql(cfg, rows)
@@ -163,7 +156,7 @@ def differences(cfg, s3, result) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def seeded(cfg, s3, reset_stores, set_routing):
+def seeded(cfg, s3, reset_stores, set_routing, reset_routing):
     reset_stores()
     data = {US: seed_both(cfg, US, 120, 10_000), GB: seed_both(cfg, GB, 60, 20_000),
             CA: seed_both(cfg, CA, 40, 30_000)}
@@ -172,7 +165,7 @@ def seeded(cfg, s3, reset_stores, set_routing):
     set_routing(CA, "legacy", 1)
     set_routing(FR, "legacy", 1)                 # frozen but nothing there: absence of expected state
     yield data
-    clear_routing(cfg)
+    reset_routing("snapshot tests done")
 
 
 def test_token_splits_cover_the_ring_without_overlap():

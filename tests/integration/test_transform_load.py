@@ -34,9 +34,10 @@ def _migrate(cfg, country: str, chunk_customers: int, run: str = RUN) -> list[di
 
 
 @pytest.fixture(scope="module")
-def migrated(cfg, legacy_db, cassandra_ks, s3):
-    fixture_data.seed(cfg, "AR", N_AR, AR_BASE)
-    fixture_data.seed(cfg, "ZA", N_ZA, ZA_BASE)
+def migrated(cfg, legacy_db, cassandra_ks, s3, reset_routing, seed_customers):
+    reset_routing("transform/load tests seed AR and ZA")
+    seed_customers("AR", N_AR, AR_BASE)
+    seed_customers("ZA", N_ZA, ZA_BASE)
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
         c.execute("UPDATE payments SET amount = -1 WHERE payment_id = %s", (BAD_PAYMENT,))
         conn.commit()
@@ -293,17 +294,14 @@ def test_delete_country_entity_then_all_touches_only_that_country(cfg, migrated,
         load.delete_country(cfg, "AR", "customers")
 
 
-def test_generated_dirty_rows_are_all_rejected_and_tricky_rows_load_intact(cfg, legacy_db, session, s3):
+def test_generated_dirty_rows_are_all_rejected_and_tricky_rows_load_intact(cfg, legacy_db, session, s3, reseed):
     """generator.seed's labelled dirty rows: every invalid one rejected, every valid-tricky one loaded."""
     from billing_migration.devtools import generator
-    from billing_migration.stores import write_gate
-
-    write_gate.reset_routing(cfg, "pytest", "reseed: other tests of this session may have frozen countries")
 
     # IN: a configured country (the generator prices it) that no DAG test freezes; appended above every id
     cc, n = "IN", 300
     first = max(4 * 10**9, fixture_data.count(cfg, "SELECT COALESCE(MAX(customer_id), 0) + 1 FROM customers", ()))
-    generator.seed(cfg, n, seed=7, countries={cc: 1.0}, dirty_rate=0.05, replace=False, first_customer_id=first)
+    reseed(n, seed=7, countries={cc: 1.0}, dirty_rate=0.05, replace=False, first_customer_id=first)
     with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as c:
         c.execute("SELECT kind, table_name, row_key FROM seed_dirty_rows WHERE customer_id >= %s", (first,))
         dirty = c.fetchall()

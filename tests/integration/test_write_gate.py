@@ -276,9 +276,9 @@ def test_steady_state_freeze_does_not_wait_for_other_countries_writers(gate):
         app.commit()
 
 
-def test_reset_routing_makes_every_country_writable_again(gate):
+def test_reset_routing_makes_every_country_writable_again(gate, reset_routing):
     cfg = gate
-    write_gate.reset_routing(cfg, "pytest", "start clean: other tests of this session may have frozen countries")
+    reset_routing("start clean: other tests of this session may have frozen countries")
     write_gate.freeze(cfg, FROZEN, "pytest", RUN, drain_timeout_s=5)
     write_gate.cutover(cfg, FROZEN, "pytest", RUN)
     write_gate.freeze(cfg, OTHER, "pytest", RUN, drain_timeout_s=5)
