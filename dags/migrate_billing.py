@@ -1,11 +1,15 @@
 """One DAG per configured country: migrate_billing_<cc>.
 
-    validate_params → check_routing → disable_writes ⟶ plan → export[lanes] → transform[lanes]
-      → error_budget → load[lanes] → compare_and_repair[lanes] → enable_writes ⟶ release_freeze → report
+    validate_params → check_routing → begin ⟶ plan → export[lanes] → transform[lanes] → error_budget
+      → load[lanes] → compare_and_repair[lanes] → catch_up → cutover ⟶ release_freeze → report
 
-disable_writes / release_freeze are a setup / teardown pair: whatever fails in between, the teardown runs
-and a country this run froze but did not cut over is writable again on the legacy store. The logic lives in
-`billing_migration.country.pipeline`; this file only wires it.
+`mode` online (default): begin records the binlog capture position, the copy runs while the country stays
+writable, catch_up replays the changes in rounds, and cutover freezes, migrates the last delta, compares it
+and flips, all in one task, within `freeze_budget_s`. `mode` offline: begin freezes the country for the whole
+copy, catch_up does nothing, cutover flips.
+begin / release_freeze are a setup / teardown pair: whatever fails in between, the teardown runs and a country
+this run froze but did not cut over is writable again on the legacy store. The logic lives in
+`billing_migration.country.pipeline` and `billing_migration.online`; this file only wires it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param, get_current_context, task
 from billing_migration.config import load_config
 from billing_migration.country import pipeline
+from billing_migration.online import stages
 
 CFG = load_config()
 
@@ -61,6 +66,18 @@ def build(country: str) -> DAG:
                            description="Delete this country's target data (or one table's) before loading."),
             "dry_run": Param(False, type="boolean", title="Dry run",
                              description="Export and validate only: no freeze, no Cassandra writes, no flip."),
+            "mode": Param("online", type="string", enum=list(pipeline.MODES), title="Mode",
+                          description="online: copy while writable, freeze only for the last changes (needs "
+                                      "the row binlog). offline: freeze for the whole copy."),
+            "catchup_max_customers": Param(200, type="integer", minimum=0, maximum=10_000_000,
+                                           title="Catch-up target backlog (customers)",
+                                           description="Online: catch-up rounds stop once a round touched "
+                                                       "at most this many customers; then the cutover freezes."),
+            "catchup_max_rounds": Param(10, type="integer", minimum=1, maximum=1000,
+                                        title="Catch-up rounds (max)"),
+            "freeze_budget_s": Param(30, type="integer", minimum=1, maximum=3600, title="Freeze budget (s)",
+                                     description="Online: never refuse writes longer than this; the cutover "
+                                                 "aborts and unfreezes past it."),
         },
     ) as dag:
 
@@ -79,11 +96,8 @@ def build(country: str) -> DAG:
             return out["status"]
 
         @task
-        def disable_writes() -> dict:
-            p = _params()
-            if p.dry_run:
-                return {"dry_run": True, "frozen": False}
-            return pipeline.disable_writes(CFG, p, _run_id())
+        def begin() -> dict:
+            return stages.begin(CFG, _params(), _run_id())
 
         @task
         def plan() -> list[dict]:
@@ -116,8 +130,12 @@ def build(country: str) -> DAG:
             return pipeline.compare_lane(CFG, _params(), _run_id(), lane)
 
         @task
-        def enable_writes(results: list[dict]) -> dict:
-            return pipeline.enable_writes(CFG, _params(), _run_id(), list(results))
+        def catch_up() -> dict:
+            return stages.catch_up(CFG, _params(), _run_id())
+
+        @task
+        def cutover(results: list[dict]) -> dict:
+            return stages.finish(CFG, _params(), _run_id(), list(results))
 
         @task(trigger_rule="all_done")
         def release_freeze() -> dict:
@@ -129,7 +147,7 @@ def build(country: str) -> DAG:
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
             return pipeline.final_report(CFG, country, ctx["run_id"], states.get(ctx["run_id"], {}))
 
-        frozen = disable_writes()
+        frozen = begin()
         lanes = plan()
         validate_params() >> check_routing() >> frozen >> lanes
         transformed = transform.expand(lane=lanes)
@@ -138,7 +156,8 @@ def build(country: str) -> DAG:
         error_budget(transformed) >> loaded
         compared = compare_and_repair.expand(lane=lanes)
         loaded >> compared
-        enable_writes(compared) >> release_freeze().as_teardown(setups=frozen) >> report()
+        compared >> catch_up() >> (flip := cutover(compared))
+        flip >> release_freeze().as_teardown(setups=frozen) >> report()
     return dag
 
 

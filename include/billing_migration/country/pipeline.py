@@ -24,6 +24,7 @@ from billing_migration.stores.schema import ENTITY_TABLES
 log = logging.getLogger(__name__)
 
 RESET_CHOICES = ("none", "country", *(t.name for t in ENTITY_TABLES))
+MODES = ("online", "offline")  # online: copy while writable, freeze only for the delta (online/*)
 ACTOR = "airflow:migrate_billing"
 
 
@@ -42,6 +43,10 @@ class RunParams:
     load_concurrency: int
     reset: str
     dry_run: bool
+    mode: str = "online"
+    catchup_max_customers: int = 200
+    catchup_max_rounds: int = 10
+    freeze_budget_s: int = 30
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,9 @@ def validate_params(cfg: Config, country: str, params: dict[str, Any]) -> RunPar
     dry_run = params.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ConfigError(f"param dry_run must be true or false, got {dry_run!r}")
+    mode = params.get("mode") or "online"
+    if mode not in MODES:
+        raise ConfigError(f"param mode must be one of {list(MODES)}, got {mode!r}")
     return RunParams(
         country=country,
         chunk_customers=_int("chunk_customers", settings.chunk_customers, 100, 1_000_000),
@@ -83,6 +91,10 @@ def validate_params(cfg: Config, country: str, params: dict[str, Any]) -> RunPar
         load_concurrency=_int("load_concurrency", settings.load_concurrency, 1, 2048),
         reset=reset,
         dry_run=dry_run,
+        mode=mode,
+        catchup_max_customers=_int("catchup_max_customers", 200, 0, 10_000_000),
+        catchup_max_rounds=_int("catchup_max_rounds", 10, 1, 1000),
+        freeze_budget_s=_int("freeze_budget_s", 30, 1, 3600),
     )
 
 
@@ -149,13 +161,19 @@ def _utc(value: Any) -> datetime | None:
 
 def freeze_started(cfg: Config, p: RunParams, run_id: str,
                    entries: list[dict[str, Any]] | None = None) -> datetime | None:
-    """When the freeze this run works under began (None on a dry run, which works unfrozen).
+    """When the freeze this run works under began (None on a dry run, which works unfrozen, and in online
+    mode, which works writable after recording the capture start).
 
     A chunked step must run inside this run's freeze, and after the plan: if the country was writable
     between the plan and now (a failed attempt's teardown unfroze it and the task was cleared), the chunks
     may miss rows written meanwhile, so the step refuses and says to clear the run from `plan`.
     """
     if p.dry_run:
+        return None
+    if p.mode == "online":  # writable on purpose: the capture start must precede the plan instead
+        from billing_migration.online import capture
+
+        capture.require_capture_before_plan(cfg, p.country, run_id, entries)
         return None
     st = write_gate.status(cfg, p.country)
     if not st.get("writes_frozen") or st.get("freeze_run_id") != run_id:
@@ -287,6 +305,10 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
                 compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk["chunk"])
             if not bad:
                 break
+            if round_no == p.compare_rounds and p.mode == "online":
+                bad = _not_caught_up(cfg, p, run_id, bad, totals)
+                if not bad:
+                    break
             if round_no == p.compare_rounds:
                 raise MigrationError(
                     f"chunk {chunk['chunk']}: {len(bad)} customer(s) still differ after {round_no} round(s) "
@@ -299,6 +321,16 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: dict[str, Any]) -
         return totals
 
     return run_lane(cfg, p, run_id, "compare", lane, _one)
+
+
+def _not_caught_up(cfg: Config, p: RunParams, run_id: str, bad: list[int], totals: dict[str, int]) -> list[int]:
+    """Online mode: customers written since the capture start differ because of those writes and are
+    re-migrated by catch-up; the others are real mismatches."""
+    from billing_migration.online import capture
+
+    touched = capture.touched_since_start(cfg, p.country, run_id)
+    totals["left_to_catch_up"] = sum(1 for c in bad if c in touched)
+    return [c for c in bad if c not in touched]
 
 
 def enable_writes(cfg: Config, p: RunParams, run_id: str, compare_results: list[dict[str, Any]]) -> dict:

@@ -14,8 +14,8 @@ from typing import Any
 from billing_migration.config import Config
 from billing_migration.stores import ledger, s3io, write_gate
 
-STAGES = ("disable_writes", "plan", "export", "transform", "error_budget", "load_plans", "load", "compare",
-          "enable_writes", "release_freeze")
+STAGES = ("capture_start", "disable_writes", "plan", "export", "transform", "error_budget", "load_plans", "load",
+          "compare", "catch_up", "cutover", "enable_writes", "release_freeze")
 
 
 def _ts(value: Any) -> datetime | None:
@@ -69,6 +69,9 @@ def build(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
     thawed = stages.get("enable_writes", {}).get("ended_at") or stages.get("release_freeze", {}).get("ended_at")
     if frozen and thawed:
         freeze_s = round((_ts(thawed) - _ts(frozen)).total_seconds(), 3)
+    online = _online_summary(entries)
+    if online.get("freeze_ms") is not None:  # the gate's own timestamps: frozen_at → cut-over / unfreeze
+        freeze_s = online["freeze_ms"] / 1000
     failed = [name for name, s in stages.items() if s["state"] == "failed"]
     outcome = ("cut_over" if stages.get("enable_writes", {}).get("state") == "succeeded"
                else "failed" if failed else "incomplete")
@@ -80,10 +83,25 @@ def build(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
         "serving_store": gate.get("serving_store"),
         "writes_frozen": gate.get("writes_frozen"),
         "freeze_window_s": freeze_s,
+        **online,
         "stages": {k: stages[k] for k in [*STAGES, *sorted(set(stages) - set(STAGES))] if k in stages},
         "artifacts": f"s3://{cfg.s3_bucket}/{s3io.run_prefix(cfg, country, run_id)}",
         "generated_at": datetime.now(UTC).isoformat(),
     }
+
+
+def _online_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mode, catch-up rounds and last lag, and the measured freeze of an online run's cutover."""
+    if not any(e["step"] == "capture_start" for e in entries):
+        return {"mode": "offline"}
+    rounds = sorted((e for e in entries if e["step"] == "catch_up" and e["state"] == "succeeded"
+                     and (e.get("part") or 0) >= 0), key=lambda e: e["part"])
+    last = (rounds[-1].get("counts") or {}) if rounds else {}
+    cut = next((e.get("counts") or {} for e in entries if e["step"] == "cutover" and e.get("part", -1) < 0), {})
+    return {"mode": "online", "catch_up_rounds": len(rounds),
+            "last_lag_s": last["lag_ms"] / 1000 if "lag_ms" in last else None,
+            "last_backlog_customers": last.get("customers"), "freeze_ms": cut.get("freeze_ms"),
+            "delta_customers": cut.get("delta_customers"), "delta_events": cut.get("delta_events")}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -92,6 +110,10 @@ def render(report: dict[str, Any]) -> str:
         f"Billing migration {report['country']}  run {report['run_id']}",
         f"outcome: {report['outcome']}   serving store: {report['serving_store']}   "
         f"writes frozen: {bool(report['writes_frozen'])}   freeze window: {report['freeze_window_s']} s",
+        f"mode: {report.get('mode', 'offline')}"
+        + (f"   catch-up rounds: {report.get('catch_up_rounds')}   last lag: {report.get('last_lag_s')} s   "
+           f"frozen delta: {report.get('delta_customers')} customers, {report.get('delta_events')} events"
+           if report.get("mode") == "online" else ""),
         f"{'step':<15} {'state':<10} {'parts':>5} {'wall s':>8} {'rows/s':>10}  counts",
     ]
     order = {name: i for i, name in enumerate(STAGES)}
