@@ -35,6 +35,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymysql.err import OperationalError
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import BINLOG
+from pymysqlreplication.constants import FIELD_TYPE as T
+from pymysqlreplication.event import XidEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
 from billing_migration.config import Config, normalize_country
 from billing_migration.stores import connections, ledger, schema
 
@@ -290,8 +297,6 @@ def _decimal_size(precision: int, decimals: int) -> int:
 
 def _column_layout(col) -> tuple[str, int] | None:
     """(how, n) to step over one non-NULL value: fixed n bytes, or a length prefix of n bytes."""
-    from pymysqlreplication.constants import FIELD_TYPE as T
-
     fixed = {T.TINY: 1, T.SHORT: 2, T.INT24: 3, T.LONG: 4, T.LONGLONG: 8, T.FLOAT: 4, T.DOUBLE: 8,
              T.YEAR: 1, T.DATE: 3, T.TIME: 3, T.TIMESTAMP: 4, T.DATETIME: 8}
     if col.type in fixed:
@@ -333,9 +338,6 @@ def _table_layout(event) -> tuple | None:
 
 
 def _fast_images(event) -> list[tuple[dict, ...]] | None:
-    from pymysqlreplication.constants import BINLOG
-    from pymysqlreplication.row_event import UpdateRowsEvent
-
     if not _FAST_DECODE:
         return None
     layout = _table_layout(event)
@@ -374,15 +376,12 @@ def _fast_images(event) -> list[tuple[dict, ...]] | None:
 
 
 def _stream(cfg: Config, start: BinlogPosition):
-    from pymysqlreplication import BinLogStreamReader
-    from pymysqlreplication.event import XidEvent
-    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
     return BinLogStreamReader(
         connection_settings=connections.mysql_cdc_settings(cfg), server_id=_server_id(),
         resume_stream=True, log_file=start.log_file, log_pos=start.log_pos, blocking=False,
         only_schemas=[cfg.mysql_database], only_tables=list(WATCHED_TABLES),
         # XID events end every transaction: they carry the position checks even when no row is ours.
+        # freeze_schema: a TABLE_MAP is decoded once per table id and read (an ALTER gives a new table id).
         only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent],
         is_mariadb=False, enable_logging=False, freeze_schema=True)
 
@@ -394,9 +393,6 @@ def _read_stream(cfg: Config, country: str, start: BinlogPosition, stop: BinlogP
     Every returned event's end position is checked: the first one beyond `stop` ends the read (a transaction
     never straddles `stop`, a boundary). `max_seconds` is only honoured at an XID, so `end` stays a boundary.
     """
-    from pymysql.err import OperationalError
-    from pymysqlreplication.event import XidEvent
-
     tally = _Tally(country)
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     end_file, end_pos, reached = start.log_file, start.log_pos, False

@@ -63,7 +63,7 @@ def mysql_cdc_settings(cfg: Config | None = None) -> dict[str, Any]:
 
     c = BaseHook.get_connection(_conn_id("mysql_cdc", cfg))
     return {"host": c.host or "127.0.0.1", "port": int(c.port or 3306), "user": c.login or "",
-            "passwd": c.password or "", "connect_timeout": 10}
+            "password": c.password or "", "connect_timeout": 10}
 
 
 def cassandra_cluster(cfg: Config | None = None):
