@@ -55,7 +55,8 @@ def _event(table, rows):
     return SimpleNamespace(table=table, rows=rows)
 
 
-def test_tally_maps_customer_images_and_keeps_entity_rows_for_lookup():
+def test_tally_maps_customer_images_and_keeps_entity_rows_for_lookup(monkeypatch):
+    monkeypatch.setattr(changes, "_FAST_DECODE", False)  # these events carry decoded rows only
     t = changes._Tally("PT")
     t.add(_event("customers", [
         {"values": {"customer_id": 1, "country": "PT"}},  # insert in PT
@@ -72,3 +73,16 @@ def test_tally_maps_customer_images_and_keeps_entity_rows_for_lookup():
 def test_reader_ids_are_ours_and_differ_per_reader():
     ids = {changes._server_id() for _ in range(50)}
     assert len(ids) == 50 and all(2**31 <= i < 2**32 for i in ids)
+
+
+def test_fast_decoder_steps_over_columns_by_their_binary_size():
+    from pymysqlreplication.constants import FIELD_TYPE as T
+
+    assert changes._decimal_size(14, 4) == 7  # the legacy DECIMAL(14,4): 5 + 2 bytes
+    assert changes._decimal_size(18, 9) == 8 and changes._decimal_size(10, 0) == 5
+    col = SimpleNamespace
+    assert changes._column_layout(col(type=T.DATETIME2, fsp=3)) == ("fixed", 7)  # DATETIME(3)
+    assert changes._column_layout(col(type=T.LONGLONG)) == ("fixed", 8)
+    assert changes._column_layout(col(type=T.STRING, max_length=8)) == ("prefixed", 1)  # CHAR(2) utf8mb4
+    assert changes._column_layout(col(type=T.VARCHAR, max_length=1020)) == ("prefixed", 2)  # VARCHAR(255)
+    assert changes._column_layout(col(type=0xF0)) is None  # unknown: the library decodes that table
