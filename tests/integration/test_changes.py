@@ -96,7 +96,10 @@ def test_reads_exactly_the_countrys_touched_customers(cfg, window):
 
 def test_fast_decoding_finds_what_the_librarys_full_decoding_finds(cfg, window, monkeypatch):
     """Emoji names at max length, NULLs, decimals, dates, CHARs: the skipped columns are stepped over right."""
+    before = dict(changes.DECODED)
     fast = changes.read_changes(cfg, A, window["p0"], window["p2"])
+    assert changes.DECODED["library"] == before.get("library", 0), "every table took the fast path"
+    assert changes.DECODED["fast"] - before.get("fast", 0) >= 20
     monkeypatch.setattr(changes, "_FAST_DECODE", False)
     slow = changes.read_changes(cfg, A, window["p0"], window["p2"])
     assert (fast.customers, fast.events, fast.rows_scanned, fast.end) == (
