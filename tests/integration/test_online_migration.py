@@ -38,7 +38,7 @@ def seeded(cfg, legacy_db, cassandra_ks, s3):
     from billing_migration.stores import write_gate
 
     write_gate.reset_routing(cfg, "test", "fresh seed")
-    generator.seed(cfg, 600, seed=5, countries=MIX)
+    generator.seed(cfg, 400, seed=5, countries=MIX)
     for cc in MIX:
         load.delete_country(cfg, cc)
     return cfg
@@ -210,6 +210,7 @@ def test_online_run_with_a_concurrent_writer_freezes_only_for_the_delta_and_lose
     rep = report.build(cfg, COUNTRY, run.run_id)
     assert rep["mode"] == "online" and rep["catch_up_rounds"] >= 1 and rep["last_lag_s"] is not None
     assert rep["freeze_window_s"] == cut["counts"]["freeze_ms"] / 1000
+    print(report.render(rep))
     assert "catch-up rounds" in report.render(rep)
 
 

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from billing_migration.config import Config
@@ -217,3 +217,38 @@ def _insert_sql(table: str, new_id: int, cid: int, parent: int | None, plan_id: 
                 "UTC_TIMESTAMP(3), %s)", (new_id, cid, parent, currency, marker))
     return ("INSERT INTO balance_transactions (txn_id, customer_id, kind, amount, currency, created_at, updated_at) "
             "VALUES (%s, %s, 'promo_credit', 2.00, %s, UTC_TIMESTAMP(3), %s)", (new_id, cid, currency, marker))
+
+
+def summary(writer: AppWriter) -> dict[str, Any]:
+    """Counts and the span of freeze refusals (refusals of a cut-over country are counted apart)."""
+    frozen = sorted(at for at, _, msg in writer.refused if "served by cassandra" not in msg)
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+    return {"acked": len(writer.acked), "refused_while_frozen": len(frozen),
+            "refused_after_cutover": len(writer.refused) - len(frozen), "other_errors": len(writer.errors),
+            "first_refusal": iso(frozen[0]) if frozen else None, "last_refusal": iso(frozen[-1]) if frozen else None,
+            "refusal_span_s": round(frozen[-1] - frozen[0], 3) if frozen else 0.0}
+
+
+def main(argv: list[str]) -> int:
+    """`python -m billing_migration.devtools.appwriter COUNTRY WRITES_PER_S STOP_FILE OUT_JSON`: write until
+    STOP_FILE exists, then save the summary (benchmarks run it next to a real scheduler)."""
+    import json
+    from pathlib import Path
+
+    from billing_migration.config import load_config
+
+    country, rate, stop, out = argv[0], float(argv[1]), Path(argv[2]), Path(argv[3])
+    with AppWriter(load_config(), {country: 1.0}, rate_per_s=rate) as writer:
+        while not stop.exists():
+            time.sleep(0.2)
+    out.write_text(json.dumps(summary(writer)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
