@@ -215,7 +215,7 @@ def test_online_run_with_a_concurrent_writer_freezes_only_for_the_delta_and_lose
 
 
 def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_enforced(seeded, monkeypatch):
-    from billing_migration.country import pipeline
+    from billing_migration.country import pipeline, report
     from billing_migration.country.pipeline import MigrationError
     from billing_migration.online import capture, cutover, stages
     from billing_migration.stores import ledger
@@ -252,7 +252,7 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
         assert not _gate(cfg)["writes_frozen"] and not _freeze_windows(cfg, run_id)
 
         # Over budget while frozen (a slow store, simulated): unfrozen at once, reported.
-        budget = int(cutover.estimate(cfg, COUNTRY, run_id)["estimate_s"]) + 2
+        budget = max(8, int(cutover.estimate(cfg, COUNTRY, run_id)["estimate_s"]) + 4)
         monkeypatch.setenv("BM_FREEZE_DELAY_S", str(budget + 0.5))
         with pytest.raises(MigrationError, match=f"freeze budget of {budget} s exceeded"):
             cutover.run(cfg, replace(p, freeze_budget_s=budget), run_id, compared)
@@ -261,6 +261,10 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
         assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
         (aborted,) = _freeze_windows(cfg, run_id)
         assert aborted[1] - aborted[0] <= (2 * budget + 2) * 1000
+        rep = report.build(cfg, COUNTRY, run_id)  # the abort is reported with its measured freeze
+        assert rep["outcome"] == "failed" and "cutover" in rep["failed_steps"]
+        assert rep["freeze_window_s"] == (aborted[1] - aborted[0]) / 1000
+        assert "freeze budget of" in report.render(rep)
         time.sleep(1.0)  # the writer is acknowledged again after the abort
         assert [w for w in writer.writes(COUNTRY) if w.at * 1000 > aborted[1] + SLACK_MS]
 
@@ -279,7 +283,7 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
 def test_purged_binlog_position_refuses_to_flip_and_leaves_the_country_writable(seeded):
     from billing_migration.country.pipeline import MigrationError
     from billing_migration.online import capture, stages
-    from billing_migration.stores import ledger
+    from billing_migration.stores import ledger, write_gate
 
     cfg = seeded
     run_id = f"manual__purged_{os.getpid()}_{time.time_ns()}"
@@ -294,8 +298,9 @@ def test_purged_binlog_position_refuses_to_flip_and_leaves_the_country_writable(
         stages.finish(cfg, p, run_id, [])
     gate = _gate(cfg)
     assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
-    (cut,) = _cutover_entries(cfg, run_id)
-    assert cut["state"] == "failed" and "purged" in cut["detail"]
+    rounds = [e for e in ledger.get_run(cfg, COUNTRY, run_id) if e["step"] == "catch_up"]
+    assert rounds and all(e["state"] == "failed" and "purged" in e["detail"] for e in rounds)
+    assert not [e for e in write_gate.events(cfg, COUNTRY) if e["run_id"] == run_id]  # never frozen
     from billing_migration.devtools.appwriter import AppWriter
 
     with AppWriter(cfg, {COUNTRY: 1.0}, rate_per_s=50, seed=9) as w:

@@ -1,8 +1,9 @@
 """The online cut-over: everything frozen happens in this one call (an Airflow task hop costs about a second).
 
-    estimate ≤ budget? → freeze (drains in-flight writers) → position now = freeze position
-      → changes from the last checkpoint to it → re-migrate those customers → compare exactly them
-      (re-migrate + re-compare mismatches up to compare_rounds) → flip routing to Cassandra
+    a last catch-up round or few (writable) → estimate ≤ budget? → freeze (drains in-flight writers)
+      → position now = freeze position → changes from the last checkpoint to it → re-migrate those
+      customers → compare exactly them (re-migrate + re-compare mismatches up to compare_rounds)
+      → flip routing to Cassandra
 
 Writes are never refused longer than `freeze_budget_s` plus the sub-step in progress: the elapsed time is
 checked between sub-steps, and past the budget the country is unfrozen at once and the run fails. Before
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STEP = "cutover"
 ROUND_BASE = 5000  # remigrate round numbers inside the freeze (delta = 5000, compare repairs 5001..)
+PRE_FREEZE_ROUNDS = 3  # catch-up rounds at most in this task before freezing
 FIXED_S = 1.0  # freeze + binlog read + flip + the fixed cost of one export/transform/load/compare pass
 DEFAULT_PER_CUSTOMER_S = 0.01
 
@@ -52,6 +54,10 @@ class _Clock:
     def __init__(self, budget_s: int) -> None:
         self.budget_s = budget_s
         self.t0 = time.monotonic()
+
+    def frozen_since(self, epoch_s: float) -> None:
+        """Count from the gate's frozen_at when it is earlier (a retried task finding its own freeze)."""
+        self.t0 = min(self.t0, time.monotonic() - max(0.0, time.time() - epoch_s))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -137,6 +143,15 @@ def _thaw(cfg: Config, country: str, run_id: str, why: str) -> int:
     return int(time.time() * 1000)
 
 
+def catch_up_before_freezing(cfg: Config, p: Any, run_id: str) -> None:
+    """Catch-up rounds in this task right before the freeze: the frozen delta then holds the writes of the last
+    round's few seconds, not those of the task hop since `catch_up` (seconds on a busy scheduler)."""
+    for _ in range(PRE_FREEZE_ROUNDS):
+        out = catchup.catch_up(cfg, p.country, run_id, p.catchup_max_customers, max_rounds=0)  # one round
+        if out["backlog"] <= p.catchup_max_customers:
+            return
+
+
 def refuse_if_over_budget(cfg: Config, p: Any, run_id: str) -> dict[str, float]:
     from billing_migration.country.pipeline import MigrationError
 
@@ -164,6 +179,7 @@ def run(cfg: Config, p: Any, run_id: str, compare_results: list[dict[str, Any]])
     if left:
         raise pipeline.MigrationError(f"{left} mismatch(es) left; refusing to cut over")
     capture.require_capture_before_plan(cfg, p.country, run_id)
+    catch_up_before_freezing(cfg, p, run_id)
     est = refuse_if_over_budget(cfg, p, run_id)
     start = capture.last_checkpoint(cfg, p.country, run_id)
     quarantined = pipeline.quarantined_keys(cfg, p.country, run_id)
@@ -176,6 +192,7 @@ def run(cfg: Config, p: Any, run_id: str, compare_results: list[dict[str, Any]])
         st = pipeline.step(cfg, p.country, run_id, "disable_writes", lambda: write_gate.freeze(
             cfg, p.country, pipeline.ACTOR, run_id, drain_timeout_s=drain))
         frozen_at = _epoch_ms(st["frozen_at"])
+        clock.frozen_since(frozen_at / 1000)
         counts["drain_ms"] = int(st.get("drain_s", 0) * 1000)
         clock.check("the freeze (draining in-flight writers)")
         _frozen_work(cfg, p, run_id, start, quarantined, clock, counts)
