@@ -114,19 +114,24 @@ def _frozen_work(cfg: Config, p: Any, run_id: str, start: Any, quarantined: set,
     """Delta since the last checkpoint up to the freeze position: re-migrate, then compare exactly it."""
     from billing_migration.country.pipeline import quarantined_keys
 
+    t0 = clock.elapsed()
     stop = capture.current_position(cfg)
     batch = capture.read(cfg, p.country, start, stop)
     ids = sorted({int(c) for c in batch.customers})
-    counts.update(delta_events=int(batch.events), delta_customers=len(ids))
+    counts.update(delta_events=int(batch.events), delta_customers=len(ids),
+                  read_ms=int((clock.elapsed() - t0) * 1000))
     clock.check(f"reading {batch.events} binlog events")
     _delay_for_drills()
     clock.check("the drill delay")
     if not ids:
         counts["compare_rounds"] = 0
         return
+    t0 = clock.elapsed()
     if _remigrate(cfg, p.country, run_id, ids, ROUND_BASE, clock):  # new rejects: expected absent
         quarantined = quarantined_keys(cfg, p.country, run_id)
+    t1 = clock.elapsed()
     _compare(cfg, p, run_id, ids, quarantined, clock, counts)
+    counts.update(remigrate_ms=int((t1 - t0) * 1000), compare_ms=int((clock.elapsed() - t1) * 1000))
 
 
 def _epoch_ms(value: Any) -> int:
