@@ -55,6 +55,11 @@ def last_round(cfg: Config, country: str, run_id: str) -> dict[str, Any] | None:
     return done[-1] if done else None
 
 
+def done_rounds(cfg: Config, country: str, run_id: str) -> list[dict[str, Any]]:
+    """This run's succeeded catch-up rounds, in order."""
+    return _done_rounds(cfg, country, run_id)
+
+
 def _round(cfg: Config, country: str, run_id: str, n: int, start: Any) -> tuple[dict[str, int], Any, str]:
     from billing_migration.country.pipeline import inject_failure
 

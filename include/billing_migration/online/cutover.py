@@ -7,11 +7,11 @@
 
 Writes are never refused longer than `freeze_budget_s` plus the sub-step in progress: the elapsed time is
 checked between sub-steps, and past the budget the country is unfrozen at once and the run fails. Before
-freezing, the frozen work is estimated from the last catch-up round (its backlog × measured seconds per
-customer, twice for re-migrate + compare, plus a fixed overhead) and the freeze is refused when the estimate
-is over budget. Any error while frozen unfreezes (writable on legacy) and re-raises. The freeze window
-(gate's frozen_at → cut-over or unfreeze) is recorded in the ledger: step `cutover`, counts `freeze_ms`,
-`frozen_at_ms`, `thawed_at_ms` (epoch ms), `delta_customers`, `delta_events`.
+freezing, the frozen work is estimated from the catch-up rounds (the last one's backlog × the seconds per
+customer measured over the rounds, twice for re-migrate + compare, plus a fixed overhead) and the freeze is
+refused when the estimate is over budget. Any error while frozen unfreezes (writable on legacy) and re-raises.
+The freeze window (gate's frozen_at → cut-over or unfreeze) is recorded in the ledger: step `cutover`,
+counts `freeze_ms`, `frozen_at_ms`, `thawed_at_ms` (epoch ms), `delta_customers`, `delta_events`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ class FreezeBudgetExceeded(RuntimeError):
 
 
 def estimate(cfg: Config, country: str, run_id: str) -> dict[str, float]:
-    """Expected frozen seconds, from the last catch-up round (its backlog is about the delta to come)."""
-    last = catchup.last_round(cfg, country, run_id)
-    counts = (last or {}).get("counts") or {}
-    backlog = int(counts.get("customers", 0))
-    per = counts.get("remigrate_ms", 0) / 1000 / backlog if backlog else DEFAULT_PER_CUSTOMER_S
+    """Expected frozen seconds: the last catch-up round's backlog (about the delta to come) × the seconds per
+    customer measured over all of the run's rounds (one round alone can carry a new process's warm-up)."""
+    rounds = [e.get("counts") or {} for e in catchup.done_rounds(cfg, country, run_id)]
+    backlog = int(rounds[-1].get("customers", 0)) if rounds else 0
+    customers = sum(int(c.get("customers", 0)) for c in rounds)
+    per = (sum(int(c.get("remigrate_ms", 0)) for c in rounds) / 1000 / customers if customers
+           else DEFAULT_PER_CUSTOMER_S)
     return {"backlog": backlog, "per_customer_s": per, "estimate_s": FIXED_S + 2 * backlog * per}
 
 
