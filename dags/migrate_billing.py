@@ -1,11 +1,15 @@
 """One DAG per configured country: migrate_billing_<cc>.
 
-    validate_params → check_routing → disable_writes ⟶ plan → export[lanes] → transform[lanes]
-      → error_budget → load[lanes] → compare_and_repair[lanes] → enable_writes ⟶ release_freeze → report
+    validate_params → check_routing → begin ⟶ plan → export[lanes] → transform[lanes] → error_budget
+      → load[lanes] → compare_and_repair[lanes] → catch_up → cutover ⟶ release_freeze → report
 
-disable_writes / release_freeze are a setup / teardown pair: whatever fails in between, the teardown runs
-and a country this run froze but did not cut over is writable again on the legacy store. The logic lives in
-`billing_migration.country.pipeline`; this file only wires it.
+`mode` online (default): begin records the binlog capture position, the copy runs while the country stays
+writable, catch_up replays the changes in rounds, and cutover freezes, migrates the last delta, compares it
+and flips, all in one task, within `freeze_budget_s`. `mode` offline: begin freezes the country for the whole
+copy, catch_up does nothing, cutover flips.
+begin / release_freeze are a setup / teardown pair: whatever fails in between, the teardown runs and a country
+this run froze but did not cut over is writable again on the legacy store. The logic lives in
+`billing_migration.country.pipeline` and `billing_migration.online`; this file only wires it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param, get_current_context, task
 from billing_migration.config import load_config, param_specs
 from billing_migration.country import pipeline
+from billing_migration.online import stages
 from billing_migration.records import Lane
 
 CFG = load_config()
@@ -68,11 +73,8 @@ def build(country: str) -> DAG:
             return out["status"]
 
         @task
-        def disable_writes() -> dict:
-            p = _params()
-            if p.dry_run:
-                return {"dry_run": True, "frozen": False}
-            return pipeline.disable_writes(CFG, p, _run_id())
+        def begin() -> dict:
+            return stages.begin(CFG, _params(), _run_id())
 
         @task
         def plan() -> list[dict]:
@@ -108,8 +110,12 @@ def build(country: str) -> DAG:
             return pipeline.compare_lane(CFG, _params(), _run_id(), _lane(lane))
 
         @task
-        def enable_writes() -> dict:
-            return pipeline.enable_writes(CFG, _params(), _run_id())
+        def catch_up() -> dict:
+            return stages.catch_up(CFG, _params(), _run_id())
+
+        @task
+        def cutover() -> dict:
+            return stages.finish(CFG, _params(), _run_id())
 
         @task(trigger_rule="all_done")
         def release_freeze() -> dict:
@@ -122,7 +128,7 @@ def build(country: str) -> DAG:
             return pipeline.final_report(CFG, country, ctx["run_id"], states.get(ctx["run_id"], {}),
                                          dry_run=ctx["params"].get("dry_run") is True)
 
-        frozen = disable_writes()
+        frozen = begin()
         lanes = plan()
         validate_params() >> check_routing() >> frozen >> lanes
         transformed = transform.expand(lane=lanes)
@@ -131,7 +137,8 @@ def build(country: str) -> DAG:
         transformed >> error_budget() >> loaded
         compared = compare_and_repair.expand(lane=lanes)
         loaded >> compared
-        compared >> enable_writes() >> release_freeze().as_teardown(setups=frozen) >> report()
+        compared >> catch_up() >> (flip := cutover())
+        flip >> release_freeze().as_teardown(setups=frozen) >> report()
     return dag
 
 

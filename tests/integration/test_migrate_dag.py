@@ -145,6 +145,7 @@ def test_migrates_a_country_end_to_end_and_leaves_others_untouched(dags, seeded)
 
 
 def test_concurrent_writer_is_refused_during_the_freeze_and_loses_nothing(dags, seeded):
+    """Offline mode: the whole copy runs frozen (online mode: tests/integration/test_online_migration.py)."""
     from billing_migration.stores import connections
 
     cfg = seeded
@@ -175,7 +176,7 @@ def test_concurrent_writer_is_refused_during_the_freeze_and_loses_nothing(dags, 
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     try:
-        run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"))
+        run = _run(dags.get_dag(f"migrate_billing_{COUNTRY.lower()}"), mode="offline")
     finally:
         stop.set()
         t.join(10)
@@ -260,7 +261,8 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
     from billing_migration.stores import connections, ledger, write_gate
 
     run_id = f"manual__corrupt_{os.getpid()}_{time.time_ns()}"
-    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
+                                                "mode": "offline"})
     pipeline.disable_writes(cfg, p, run_id)
     try:
         (lane,) = pipeline.plan(cfg, p, run_id)
@@ -312,7 +314,8 @@ def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_complet
     from billing_migration.stores import connections, write_gate
 
     run_id = f"manual__resume_{os.getpid()}_{time.time_ns()}"
-    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
+                                                "mode": "offline"})
     pipeline.disable_writes(cfg, p, run_id)
     (lane,) = pipeline.plan(cfg, p, run_id)
     pipeline.export_lane(cfg, p, run_id, lane)

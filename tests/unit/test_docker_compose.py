@@ -52,3 +52,22 @@ def test_images_are_pinned():
         image = svc.get("image", "")
         assert not image.endswith(":latest"), name
         assert ":" in image or "build" in svc, f"{name} image is not pinned"
+
+
+def test_mysql_writes_the_row_binlog_the_change_reader_needs():
+    flags = COMPOSE["services"]["mysql"]["command"]
+    for flag in ("--server-id=1", "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
+                 "--log-bin-trust-function-creators=1"):
+        assert flag in flags, f"mysql lacks {flag}"
+    assert any(f.startswith("--log-bin") for f in flags)
+    assert "BM_MYSQL_CDC_PASSWORD" in COMPOSE["services"]["mysql"]["environment"]
+    env = COMPOSE["services"]["airflow-worker"]["environment"]
+    assert env["AIRFLOW_CONN_BILLING_MYSQL_CDC"].startswith("mysql://bm_cdc:")
+
+
+def test_cdc_account_has_replication_and_select_only():
+    init = (ROOT / "stack" / "compose" / "mysql-init.sh").read_text()
+    grants = [line for line in init.splitlines() if line.startswith("GRANT") and "'bm_cdc'" in line]
+    assert "CREATE USER IF NOT EXISTS 'bm_cdc'@'%' IDENTIFIED BY '${BM_MYSQL_CDC_PASSWORD}';" in init
+    assert grants == ["GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'bm_cdc'@'%';",
+                      "GRANT SELECT ON \\`billing%\\`.* TO 'bm_cdc'@'%';"]

@@ -754,6 +754,21 @@ def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
     return ids
 
 
+def _index_entries(session, country: str, ids: set[int]) -> set[int]:
+    """Those of `ids` that have an entry in the country's customers_by_country index."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    stmt = session.prepare("SELECT customer_id FROM customers_by_country WHERE country = ? AND bucket = ? "
+                           "AND customer_id = ?")
+    args = [(country, schema.customer_bucket(c), c) for c in sorted(ids)]
+    found: set[int] = set()
+    for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=INDEX_CONCURRENCY,
+                                               raise_on_first_error=True):
+        if ok:
+            found.update(int(r[0]) for r in rs)
+    return found
+
+
 # ------------------------------------------------------------------------------------------ public API
 def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: list[int] | None = None,
                   quarantined: set[tuple[str, int]] | None = None, group_size: int = GROUP_SIZE) -> CompareResult:
@@ -771,10 +786,10 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
         from cassandra.query import tuple_factory
 
         session.row_factory = tuple_factory
-        index = _index_ids(session, country, lo, hi)
         wanted = None if customer_ids is None else {int(c) for c in customer_ids}
-        if wanted is not None:
-            index &= wanted
+        # Given ids: point lookups, so comparing a few customers costs the same in any size of country.
+        index = (_index_ids(session, country, lo, hi) if wanted is None
+                 else _index_entries(session, country, {c for c in wanted if lo <= c <= hi}))
         groups = _GroupReader(session, conn, country)
         seen = groups.compare_all(res, lo, hi, customer_ids, group_size, index, quarantined)
         # Target-only customers: in the index (or asked for explicitly) but not in the source.

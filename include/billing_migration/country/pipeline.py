@@ -104,13 +104,19 @@ def _utc(value: Any) -> datetime | None:
 
 def freeze_started(cfg: Config, p: RunParams, run_id: str,
                    entries: list[dict[str, Any]] | None = None) -> datetime | None:
-    """When the freeze this run works under began (None on a dry run, which works unfrozen).
+    """When the freeze this run works under began (None on a dry run, which works unfrozen, and in online
+    mode, which works writable after recording the capture start).
 
     A chunked step must run inside this run's freeze, and after the plan: if the country was writable
     between the plan and now (a failed attempt's teardown unfroze it and the task was cleared), the chunks
     may miss rows written meanwhile, so the step refuses and says to clear the run from `plan`.
     """
     if p.dry_run:
+        return None
+    if p.mode == "online":  # writable on purpose: the capture start must precede the plan instead
+        from billing_migration.online import capture
+
+        capture.require_capture_before_plan(cfg, p.country, run_id, entries)
         return None
     st = write_gate.status(cfg, p.country)
     if not st.get("writes_frozen") or st.get("freeze_run_id") != run_id:
@@ -264,6 +270,10 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, 
                 compare.write_mismatches(cfg, p.country, run_id, round_no, result, chunk=chunk.chunk)
             if not bad:
                 break
+            if round_no == p.compare_rounds and p.mode == "online":
+                bad = _not_caught_up(cfg, p, run_id, bad, totals)
+                if not bad:
+                    break
             if round_no == p.compare_rounds:
                 raise MigrationError(
                     f"chunk {chunk.chunk}: {len(bad)} customer(s) still differ after {round_no} round(s) "
@@ -278,6 +288,16 @@ def compare_lane(cfg: Config, p: RunParams, run_id: str, lane: Lane | dict[str, 
         return totals
 
     return run_lane(cfg, p, run_id, "compare", lane, _one)
+
+
+def _not_caught_up(cfg: Config, p: RunParams, run_id: str, bad: list[int], totals: dict[str, int]) -> list[int]:
+    """Online mode: customers written since the capture start differ because of those writes and are
+    re-migrated by catch-up; the others are real mismatches."""
+    from billing_migration.online import capture
+
+    touched = capture.touched_since_start(cfg, p.country, run_id)
+    totals["left_to_catch_up"] = sum(1 for c in bad if c in touched)
+    return [c for c in bad if c not in touched]
 
 
 def enable_writes(cfg: Config, p: RunParams, run_id: str) -> dict:

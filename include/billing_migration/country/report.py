@@ -19,11 +19,11 @@ from typing import Any
 from billing_migration.config import Config
 from billing_migration.stores import ledger, s3io, write_gate
 
-STAGES = ("disable_writes", "plan", "export", "transform", "error_budget", "load_plans", "load", "compare",
-          "enable_writes", "release_freeze")
+STAGES = ("capture_start", "disable_writes", "plan", "export", "transform", "error_budget", "load_plans", "load",
+          "compare", "catch_up", "cutover", "enable_writes", "release_freeze")
 # The DAG's tasks in run order: the first failed one is where the run broke.
-TASK_ORDER = ("validate_params", "check_routing", "disable_writes", "plan", "export", "transform", "error_budget",
-              "load", "compare_and_repair", "enable_writes", "release_freeze", "report")
+TASK_ORDER = ("validate_params", "check_routing", "begin", "plan", "export", "transform", "error_budget",
+              "load", "compare_and_repair", "catch_up", "cutover", "release_freeze", "report")
 _NOT_COUNTS = frozenset({"chunk", "seconds", "duration_ms", "chunk_ms_total"})  # ids and per-chunk timings
 _MAX_COUNTS = frozenset({"rounds"})  # a stage took as many rounds as its worst chunk, not their sum
 _THAW = frozenset({"unfreeze", "rollback", "cutover", "freeze_timeout"})
@@ -149,6 +149,9 @@ def build(cfg: Config, country: str, run_id: str, task_states: dict[str, Any] | 
     for s in stages.values():
         s["started_at"] = s["started_at"].isoformat() if s["started_at"] else None
         s["ended_at"] = s["ended_at"].isoformat() if s["ended_at"] else None
+    online = _online_summary(entries)
+    if online.get("freeze_ms") is not None:  # the gate's own timestamps: frozen_at → cut-over / unfreeze
+        freeze["seconds"] = online["freeze_ms"] / 1000
     return {
         "country": country,
         "run_id": run_id,
@@ -165,6 +168,7 @@ def build(cfg: Config, country: str, run_id: str, task_states: dict[str, Any] | 
         "freeze_window_s": freeze["seconds"],
         "duration_s": round((max(ends) - min(starts)).total_seconds(), 3) if starts and ends else None,
         "stages": stages,
+        **online,
         "artifacts": f"s3://{cfg.s3_bucket}/{s3io.run_prefix(cfg, country, run_id)}",
         "generated_at": datetime.now(UTC).isoformat(),
     }
@@ -180,12 +184,30 @@ def _failure_line(report: dict[str, Any]) -> str | None:
     return None
 
 
+def _online_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mode, catch-up rounds and last lag, and the measured freeze of an online run's cutover."""
+    if not any(e["step"] == "capture_start" for e in entries):
+        return {"mode": "offline"}
+    rounds = sorted((e for e in entries if e["step"] == "catch_up" and e["state"] == "succeeded"
+                     and (e.get("part") or 0) >= 0), key=lambda e: e["part"])
+    last = (rounds[-1].get("counts") or {}) if rounds else {}
+    cut = next((e.get("counts") or {} for e in entries if e["step"] == "cutover" and e.get("part", -1) < 0), {})
+    return {"mode": "online", "catch_up_rounds": len(rounds),
+            "last_lag_s": last["lag_ms"] / 1000 if "lag_ms" in last else None,
+            "last_backlog_customers": last.get("customers"), "freeze_ms": cut.get("freeze_ms"),
+            "delta_customers": cut.get("delta_customers"), "delta_events": cut.get("delta_events")}
+
+
 def render(report: dict[str, Any]) -> str:
     """A plain-text table for the task log and the demo (no personal data in it by construction)."""
     lines = [
         f"Billing migration {report['country']}  run {report['run_id']}",
         f"outcome: {report['outcome']}   freeze window: {_window(report)}   duration: {report.get('duration_s')} s",
         report.get("serving", ""),
+        f"mode: {report.get('mode', 'offline')}"
+        + (f"   catch-up rounds: {report.get('catch_up_rounds')}   last lag: {report.get('last_lag_s')} s   "
+           f"frozen delta: {report.get('delta_customers')} customers, {report.get('delta_events')} events"
+           if report.get("mode") == "online" else ""),
     ]
     if _failure_line(report):
         lines.append(_failure_line(report))
@@ -209,6 +231,13 @@ def _window(report: dict[str, Any]) -> str:
     return "none (dry run: never frozen)" if report.get("dry_run") else "none"
 
 
+def _mode_line(report: dict[str, Any]) -> str:
+    if report.get("mode") != "online":
+        return "offline (frozen for the whole copy)"
+    return (f"online: {report.get('catch_up_rounds')} catch-up round(s), last lag {report.get('last_lag_s')} s; "
+            f"frozen delta {report.get('delta_customers')} customers / {report.get('delta_events')} events")
+
+
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     st = report["stages"]
     exported = sum(v for k, v in st.get("export", {}).get("counts", {}).items() if k.startswith("rows."))
@@ -227,6 +256,7 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("Outcome", report["outcome"].replace("_", " ")),
         ("Serving store", store),
         ("Freeze window", _window(report)),
+        ("Mode", _mode_line(report)),
         ("Rows", f"{exported} exported, {load.get('rows', 0)} loaded ({load.get('customers', 0)} customers)"),
         ("Rejects", f"{rejects} / budget {budget['error_budget']}" if "error_budget" in budget else str(rejects)),
         ("Compare", compare),

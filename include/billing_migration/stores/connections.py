@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from billing_migration.config import Config, load_config
+from billing_migration.config import Config, ConfigError, load_config
 
 
 def _conn_id(role: str, cfg: Config | None) -> str:
-    return (cfg or load_config()).connections[role]
+    conns = (cfg or load_config()).connections
+    if role not in conns:
+        raise ConfigError(f"connections: no {role!r} role in migration.yaml (known: {sorted(conns)})")
+    return conns[role]
 
 
 def mysql_hook(role: str = "mysql_export", cfg: Config | None = None, database: str | None = None):
@@ -50,6 +53,18 @@ def mysql_url(role: str = "mysql_export", cfg: Config | None = None) -> str:
     c = BaseHook.get_connection(_conn_id(role, cfg))
     return (f"mysql://{quote(c.login or '', safe='')}:{quote(c.password or '', safe='')}@"
             f"{c.host}:{c.port or 3306}/{cfg.mysql_database}")
+
+
+def mysql_cdc_settings(cfg: Config | None = None) -> dict[str, Any]:
+    """pymysql keyword arguments of the binlog reader's account (role `mysql_cdc`); holds the password.
+
+    The replication stream is pymysql-based (mysql-replication), so it gets plain settings, not a hook.
+    """
+    from airflow.sdk import BaseHook
+
+    c = BaseHook.get_connection(_conn_id("mysql_cdc", cfg))
+    return {"host": c.host or "127.0.0.1", "port": int(c.port or 3306), "user": c.login or "",
+            "password": c.password or "", "connect_timeout": 10}
 
 
 def cassandra_cluster(cfg: Config | None = None):

@@ -170,3 +170,26 @@ def last_runs(cfg: Config, country: str, limit: int = 10) -> list[dict[str, Any]
     epoch = datetime.min.replace(tzinfo=UTC)
     ordered = sorted(runs.values(), key=lambda x: x["started_at"] or epoch, reverse=True)
     return ordered[:max(0, int(limit))]
+
+
+# ------------------------------------------------------------------------- online mode: reader checkpoints
+def save_cdc_checkpoint(cfg: Config, country: str, run_id: str, log_file: str, log_seq: int, log_pos: int,
+                        counts: dict | None = None) -> None:
+    """Record that the change reader of a run has handled every binlog event before (log_file, log_pos)."""
+    cc = _check(country, run_id, "cdc_checkpoint", None, -1)
+    _session(cfg).execute(
+        f"INSERT INTO {cfg.cassandra_keyspace}.cdc_checkpoints (country, run_id, log_seq, log_pos, log_file, "
+        "saved_at, counts) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (cc, run_id, int(log_seq), int(log_pos), log_file, _now(), _counts(counts or {})))
+
+
+def load_cdc_checkpoint(cfg: Config, country: str, run_id: str) -> dict[str, Any] | None:
+    """The run's furthest checkpoint (log_file, log_pos, saved_at, counts), or None if it saved none."""
+    cc = _check(country, run_id, "cdc_checkpoint", None, -1)
+    row = _session(cfg).execute(
+        f"SELECT log_file, log_pos, saved_at, counts FROM {cfg.cassandra_keyspace}.cdc_checkpoints "
+        "WHERE country = %s AND run_id = %s LIMIT 1", (cc, run_id)).one()
+    if row is None:
+        return None
+    return {"log_file": row.log_file, "log_pos": int(row.log_pos), "saved_at": _utc(row.saved_at),
+            "counts": dict(row.counts or {})}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LEGACY_SCHEMA_VERSION = 1
-CASSANDRA_SCHEMA_VERSION = 1
+CASSANDRA_SCHEMA_VERSION = 2  # 2: cdc_checkpoints (online mode's binlog positions)
 
 # Arrow/pandas-level kinds shared by export, transform, load and compare.
 KINDS = ("bigint", "int", "tinyint", "text", "decimal", "timestamp", "date")
@@ -325,6 +325,9 @@ def cassandra_ddl(keyspace: str, replication: str | None = None) -> list[str]:
       target and a reset can delete one country without scanning the whole table.
     - migration_ledger: per country, run and step (and chunk): state, counts, timings. What resume, the run
       report and operators read.
+    - cdc_checkpoints: per country and run, the binlog positions the online mode's change reader has fully
+      handled, furthest first, so a killed reader resumes from the furthest one (an older write arriving late
+      cannot move it back).
     Provenance: every row and every partition's static part carry the run id that wrote it (`run_id`,
     `customer_run_id`), so a bad run's writes can be found.
     """
@@ -351,6 +354,10 @@ def cassandra_ddl(keyspace: str, replication: str | None = None) -> list[str]:
   country text, run_id text, step text, part int,
   state text, started_at timestamp, ended_at timestamp, counts map<text, bigint>, detail text,
   PRIMARY KEY ((country), run_id, step, part))""",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.cdc_checkpoints (
+  country text, run_id text, log_seq bigint, log_pos bigint, log_file text, saved_at timestamp,
+  counts map<text, bigint>,
+  PRIMARY KEY ((country, run_id), log_seq, log_pos)) WITH CLUSTERING ORDER BY (log_seq DESC, log_pos DESC)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (
   version int PRIMARY KEY, applied_at timestamp)""",
     ]
