@@ -216,8 +216,14 @@ def test_failure_in_a_stage_leaves_the_country_writable_on_legacy(dags, seeded, 
     _app_write(cfg, COUNTRY)  # writable again on the old store
     if stage != "disable_writes":
         rep = _report(cfg, run.run_id)
-        assert rep["outcome"] == "failed" and rep["freeze_window_s"] > 0  # it was frozen, then released
-        assert rep["failed_tasks"][0].startswith({"compare": "compare_and_repair"}.get(stage, stage))
+        assert rep["outcome"] == "failed"
+        if stage == "enable_writes":  # online (the default) freezes only inside cutover: frozen, then released
+            assert rep["freeze_window_s"] > 0
+        else:  # the copy ran writable: a failure there never froze the country
+            assert rep["freeze_window_s"] is None and rep["mode"] == "online"
+        # online (the default): the freeze and the flip run inside the one `cutover` task
+        task = {"compare": "compare_and_repair", "enable_writes": "cutover"}.get(stage, stage)
+        assert rep["failed_tasks"][0].startswith(task)
     monkeypatch.delenv("BM_FAIL_AT")
     if stage in ("load", "enable_writes"):  # a rerun completes (checked on two stages to keep the suite short)
         rerun = _run(dag)
@@ -388,7 +394,8 @@ def test_error_budget_counts_the_rejects_of_chunks_done_before_a_resume(cfg, leg
     write_gate.reset_routing(cfg, "test", "fresh seed")
     generator.seed(cfg, 300, seed=11, countries=MIX, dirty_rate=0.02)
     run_id = f"manual__budget_{os.getpid()}_{time.time_ns()}"
-    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1})
+    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
+                                                "mode": "offline"})
     pipeline.disable_writes(cfg, p, run_id)
     try:
         (lane,) = pipeline.plan(cfg, p, run_id)

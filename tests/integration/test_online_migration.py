@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -228,10 +227,10 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
         start = capture.start_position(cfg, COUNTRY, run_id)
         (lane,) = pipeline.plan(cfg, p, run_id)
         pipeline.export_lane(cfg, p, run_id, lane)
-        results = [pipeline.transform_lane(cfg, p, run_id, lane)]
-        pipeline.check_error_budget(cfg, p, run_id, results)
+        pipeline.transform_lane(cfg, p, run_id, lane)
+        pipeline.check_error_budget(cfg, p, run_id)
         pipeline.load_lane(cfg, p, run_id, lane)
-        compared = [pipeline.compare_lane(cfg, p, run_id, lane)]
+        pipeline.compare_lane(cfg, p, run_id, lane)
 
         # The reader is killed right after its first checkpoint; the rerun resumes exactly there.
         monkeypatch.setenv("BM_FAIL_AT", "catch_up_checkpointed")
@@ -248,14 +247,14 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
 
         # Over budget by estimate: refused before freezing.
         with pytest.raises(MigrationError, match="Raise freeze_budget_s or lower catchup_max_customers"):
-            cutover.run(cfg, replace(p, freeze_budget_s=1), run_id, compared)
+            cutover.run(cfg, p.model_copy(update={"freeze_budget_s": 1}), run_id)
         assert not _gate(cfg)["writes_frozen"] and not _freeze_windows(cfg, run_id)
 
         # Over budget while frozen (a slow store, simulated): unfrozen at once, reported.
         budget = max(8, int(cutover.estimate(cfg, COUNTRY, run_id)["estimate_s"]) + 4)
         monkeypatch.setenv("BM_FREEZE_DELAY_S", str(budget + 0.5))
         with pytest.raises(MigrationError, match=f"freeze budget of {budget} s exceeded"):
-            cutover.run(cfg, replace(p, freeze_budget_s=budget), run_id, compared)
+            cutover.run(cfg, p.model_copy(update={"freeze_budget_s": budget}), run_id)
         monkeypatch.delenv("BM_FREEZE_DELAY_S")
         gate = _gate(cfg)
         assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
@@ -269,7 +268,7 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
         assert [w for w in writer.writes(COUNTRY) if w.at * 1000 > aborted[1] + SLACK_MS]
 
         # A rerun of the cutover with room completes.
-        done = cutover.run(cfg, p, run_id, compared)
+        done = cutover.run(cfg, p, run_id)
         time.sleep(0.5)
     assert done["serving_store"] == "cassandra"
     windows = _freeze_windows(cfg, run_id)
@@ -295,7 +294,7 @@ def test_purged_binlog_position_refuses_to_flip_and_leaves_the_country_writable(
     with pytest.raises(MigrationError, match="rerun the migration"):
         stages.catch_up(cfg, p, run_id)
     with pytest.raises(MigrationError, match=r"purged.*rerun the migration"):
-        stages.finish(cfg, p, run_id, [])
+        stages.finish(cfg, p, run_id)
     gate = _gate(cfg)
     assert gate["serving_store"] == "legacy" and not gate["writes_frozen"]
     rounds = [e for e in ledger.get_run(cfg, COUNTRY, run_id) if e["step"] == "catch_up"]
