@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from billing_migration.online import changes
 from billing_migration.online.changes import BinlogPosition, BinlogPositionError, BinlogPurgedError
-from billing_migration.stores import connections
+from billing_migration.stores import connections, schema
 
 from tests.integration import fixture_data
 
@@ -38,7 +38,10 @@ def _exec(cfg, *statements: tuple[str, tuple]) -> None:
 def seeded(cfg, legacy_db, cassandra_ks):
     a = fixture_data.seed(cfg, A, N_A, A_BASE)
     b = fixture_data.seed(cfg, B, N_B, B_BASE)
-    return a, b
+    yield a, b
+    # Leave the session's database as found: later modules seed (and count) their own PT/PL customers.
+    _exec(cfg, *[(f"DELETE FROM `{t.name}` WHERE customer_id BETWEEN %s AND %s", (A_BASE, B_BASE + 99_999))
+                 for t in reversed(schema.TABLES) if "customer_id" in t.column_names])
 
 
 def _touch_everything(cfg, a: list[int], b: list[int]) -> tuple[set[int], int]:

@@ -187,7 +187,7 @@ def test_online_run_with_a_concurrent_writer_freezes_only_for_the_delta_and_lose
     dag = dags.get_dag(f"migrate_billing_{COUNTRY.lower()}")
     with _writer(cfg) as writer:
         time.sleep(1.0)
-        run = dag.test(run_conf={"country": COUNTRY, "chunk_customers": 100, "parallelism": 2})
+        run = dag.test(run_conf={"country": COUNTRY, "chunk_customers": 100, "parallelism": 2, "mode": "online"})
         time.sleep(1.0)
     assert str(getattr(run.state, "value", run.state)) == "success"
     gate = _gate(cfg)
