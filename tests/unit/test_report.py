@@ -159,3 +159,20 @@ def test_markdown_summary_reads_without_scrolling(sources):
                   "Duration"):
         assert f"| {label}" in md, label
     assert "| invoices | 20 |" in md and "1 / budget 5" in md
+
+
+def test_steps_render_in_run_order_even_from_a_report_read_back_with_sorted_keys(fake_sources):
+    fake_sources([
+        _e("capture_start", "succeeded", start=0, end=0.1),
+        _e("plan", "succeeded", start=1, end=2),
+        _e("compare", "succeeded", part=0, start=3, end=4),
+        _e("catch_up", "succeeded", part=1, start=5, end=6, customers=3, lag_ms=100),
+        _e("cutover", "succeeded", start=7, end=8, freeze_ms=500, delta_customers=2, delta_events=4),
+        _e("enable_writes", "succeeded", start=7.9, end=8),
+    ], {"serving_store": "cassandra", "writes_frozen": True})
+    rep = report.build(CFG, "NZ", "run1")
+    rep["stages"] = dict(sorted(rep["stages"].items()))  # as json.dumps(sort_keys=True) gives it back
+    assert rep["mode"] == "online" and rep["freeze_window_s"] == 0.5
+    for text in (report.render(rep), report.render_markdown(rep)):
+        at = [text.index(s) for s in ("capture_start", "plan", "compare", "catch_up", "cutover")]
+        assert at == sorted(at), text

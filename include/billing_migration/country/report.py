@@ -174,6 +174,12 @@ def build(cfg: Config, country: str, run_id: str, task_states: dict[str, Any] | 
     }
 
 
+def _in_run_order(stages: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Steps in the order a run takes them (a report read back from JSON may have its keys sorted)."""
+    order = {name: i for i, name in enumerate(STAGES)}
+    return sorted(stages.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+
+
 def _failure_line(report: dict[str, Any]) -> str | None:
     tasks = report.get("failed_tasks") or []
     if tasks:
@@ -212,7 +218,7 @@ def render(report: dict[str, Any]) -> str:
     if _failure_line(report):
         lines.append(_failure_line(report))
     lines.append(f"{'step':<15} {'state':<10} {'parts':>5} {'wall s':>8} {'rows/s':>10}  counts")
-    for name, s in report["stages"].items():
+    for name, s in _in_run_order(report["stages"]):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if not k.startswith("rows."))
         lines.append(f"{name:<15} {s['state']:<10} {s['parts']:>5} {s.get('wall_s', ''):>8} "
                      f"{s.get('rows_per_s', ''):>10}  {counts}")
@@ -224,6 +230,8 @@ def render(report: dict[str, Any]) -> str:
 
 def _window(report: dict[str, Any]) -> str:
     if report.get("freeze_window_s") is not None:
+        if not (report.get("frozen_at") and report.get("thawed_at")):
+            return f"{report['freeze_window_s']} s"
         t0, t1 = (_ts(report[k]).strftime("%H:%M:%S") for k in ("frozen_at", "thawed_at"))
         return f"{report['freeze_window_s']} s ({t0} → {t1} UTC)"
     if report.get("frozen_at"):
@@ -279,7 +287,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if entities:
         out += ["", "| Entity | Rows exported |", "|---|---:|", *(f"| {k} | {v} |" for k, v in entities.items())]
     out += ["", "Steps:"]
-    for name, s in report["stages"].items():
+    for name, s in _in_run_order(report["stages"]):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if not k.startswith("rows."))
         parts = f" · {s['parts']} chunk(s)" if s["parts"] else ""
         rate = f" · {s['rows_per_s']} rows/s" if s.get("rows_per_s") else ""
