@@ -108,3 +108,30 @@ def seed_customers(cfg, legacy_db) -> Callable[..., list[int]]:
     from tests.integration import fixture_data
 
     return lambda country, n, base, n_inv=3: fixture_data.seed(cfg, country, n, base, n_inv)
+
+
+@pytest.fixture(scope="module")
+def dags():
+    """The per-country migration DAGs, parsed from this checkout's dags/ (module-scoped: dag.test reuses them)."""
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "migrate_billing.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag
+
+
+@pytest.fixture(scope="session")
+def fresh_countries(cfg, legacy_db, cassandra_ks, s3, reseed) -> Callable[..., object]:
+    """`fresh_countries(customers, mix, seed)`: routing reset, the legacy database reseeded with generator data
+    for the countries of `mix` (country -> share), their target data deleted; returns cfg."""
+    from billing_migration.country import load
+
+    def _fresh(customers: int, mix: dict[str, float], seed: int):
+        reseed(customers, countries=mix, seed=seed)
+        for cc in mix:
+            load.delete_country(cfg, cc)
+        return cfg
+
+    return _fresh

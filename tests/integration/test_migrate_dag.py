@@ -7,36 +7,17 @@ import threading
 import time
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 COUNTRY, OTHER = "NZ", "SE"
 MIX = {"NZ": 0.5, "SE": 0.3, "CH": 0.2}
 
 
-@pytest.fixture(scope="module")
-def dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "migrate_billing.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
 @pytest.fixture
-def seeded(cfg, legacy_db, cassandra_ks, s3):
+def seeded(fresh_countries):
     """A fresh legacy DB (clean data), routing reset, empty target for the test countries."""
-    from billing_migration.country import load
-    from billing_migration.devtools import generator
-    from billing_migration.stores import write_gate
-
-    write_gate.reset_routing(cfg, "test", "fresh seed")
-    generator.seed(cfg, 300, seed=7, countries=MIX)
-    for cc in MIX:
-        load.delete_country(cfg, cc)
-    return cfg
+    return fresh_countries(300, MIX, seed=7)
 
 
 def _run(dag, **conf):

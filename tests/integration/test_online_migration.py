@@ -10,37 +10,19 @@ import os
 import time
 from collections import defaultdict
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 COUNTRY, OTHER = "NZ", "SE"
 MIX = {"NZ": 0.5, "SE": 0.5}
 WRITES = {"NZ": 0.75, "SE": 0.25}
 SLACK_MS = 300  # client clock vs the gate's NOW(3): same host; a refusal is seen after the statement returns
 
 
-@pytest.fixture(scope="module")
-def dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "migrate_billing.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
-
-
 @pytest.fixture
-def seeded(cfg, legacy_db, cassandra_ks, s3):
-    from billing_migration.country import load
-    from billing_migration.devtools import generator
-    from billing_migration.stores import write_gate
-
-    write_gate.reset_routing(cfg, "test", "fresh seed")
-    generator.seed(cfg, 400, seed=5, countries=MIX)
-    for cc in MIX:
-        load.delete_country(cfg, cc)
-    return cfg
+def seeded(fresh_countries):
+    """A fresh legacy DB (clean data), routing reset, empty target for the test countries."""
+    return fresh_countries(400, MIX, seed=5)
 
 
 def _writer(cfg):
