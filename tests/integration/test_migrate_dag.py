@@ -28,6 +28,14 @@ def _run(dag, **conf):
     return dag.test(run_conf={**base, **conf})
 
 
+def _offline_run_params(cfg):
+    """Params of a run driven stage by stage (no scheduler), frozen for the whole copy, one lane."""
+    from billing_migration.country import pipeline
+
+    return pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
+                                                   "mode": "offline"})
+
+
 def _state(run) -> str:
     return str(getattr(run.state, "value", run.state))
 
@@ -252,8 +260,7 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
     from billing_migration.stores import connections, ledger, write_gate
 
     run_id = f"manual__corrupt_{os.getpid()}_{time.time_ns()}"
-    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
-                                                "mode": "offline"})
+    p = _offline_run_params(cfg)
     pipeline.disable_writes(cfg, p, run_id)
     try:
         (lane,) = pipeline.plan(cfg, p, run_id)
@@ -305,8 +312,7 @@ def test_resume_after_the_country_was_unfrozen_refuses_stale_chunks_then_complet
     from billing_migration.stores import connections, write_gate
 
     run_id = f"manual__resume_{os.getpid()}_{time.time_ns()}"
-    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
-                                                "mode": "offline"})
+    p = _offline_run_params(cfg)
     pipeline.disable_writes(cfg, p, run_id)
     (lane,) = pipeline.plan(cfg, p, run_id)
     pipeline.export_lane(cfg, p, run_id, lane)
@@ -379,8 +385,7 @@ def test_error_budget_counts_the_rejects_of_chunks_done_before_a_resume(cfg, leg
     write_gate.reset_routing(cfg, "test", "fresh seed")
     generator.seed(cfg, 300, seed=11, countries=MIX, dirty_rate=0.02)
     run_id = f"manual__budget_{os.getpid()}_{time.time_ns()}"
-    p = pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "chunk_customers": 100, "parallelism": 1,
-                                                "mode": "offline"})
+    p = _offline_run_params(cfg)
     pipeline.disable_writes(cfg, p, run_id)
     try:
         (lane,) = pipeline.plan(cfg, p, run_id)

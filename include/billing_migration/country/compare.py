@@ -739,13 +739,11 @@ def _diff_index(res: CompareTally, out: list[Finding], cids: list[int], index: s
             out.append(((cid, 3, "", cid, 0), "missing", "customers_by_country", cid, cid, None, None, None))
 
 
-def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
-    """Customer ids of the country's customers_by_country index within [lo, hi] (all buckets)."""
+def _index_query(session, where: str, args: list[tuple]) -> set[int]:
+    """customer_id of the customers_by_country rows matching `where`, one concurrent query per args tuple."""
     from cassandra.concurrent import execute_concurrent_with_args
 
-    stmt = session.prepare("SELECT customer_id FROM customers_by_country WHERE country = ? AND bucket = ? "
-                           "AND customer_id >= ? AND customer_id <= ?")
-    args = [(country, b, lo, hi) for b in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS)]
+    stmt = session.prepare(f"SELECT customer_id FROM customers_by_country WHERE country = ? AND bucket = ? {where}")
     ids: set[int] = set()
     for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=INDEX_CONCURRENCY,
                                                raise_on_first_error=True):
@@ -754,19 +752,16 @@ def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
     return ids
 
 
-def _index_entries(session, country: str, ids: set[int]) -> set[int]:
-    """Those of `ids` that have an entry in the country's customers_by_country index."""
-    from cassandra.concurrent import execute_concurrent_with_args
+def _index_ids(session, country: str, lo: int, hi: int) -> set[int]:
+    """Customer ids of the country's customers_by_country index within [lo, hi] (all buckets)."""
+    return _index_query(session, "AND customer_id >= ? AND customer_id <= ?",
+                        [(country, b, lo, hi) for b in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS)])
 
-    stmt = session.prepare("SELECT customer_id FROM customers_by_country WHERE country = ? AND bucket = ? "
-                           "AND customer_id = ?")
-    args = [(country, schema.customer_bucket(c), c) for c in sorted(ids)]
-    found: set[int] = set()
-    for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=INDEX_CONCURRENCY,
-                                               raise_on_first_error=True):
-        if ok:
-            found.update(int(r[0]) for r in rs)
-    return found
+
+def _index_entries(session, country: str, ids: set[int]) -> set[int]:
+    """Those of `ids` that have an entry in the country's customers_by_country index (point lookups)."""
+    return _index_query(session, "AND customer_id = ?",
+                        [(country, schema.customer_bucket(c), c) for c in sorted(ids)])
 
 
 # ------------------------------------------------------------------------------------------ public API

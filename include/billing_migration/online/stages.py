@@ -19,10 +19,7 @@ def begin(cfg: Config, p: RunParams, run_id: str) -> dict[str, Any]:
         return {"dry_run": True, "frozen": False}
     if p.mode == "offline":
         return pipeline.disable_writes(cfg, p, run_id)
-    from billing_migration.stores import write_gate
-
-    # The guard triggers' DDL waits for open transactions: install them now, not inside the freeze window.
-    write_gate.prepare(cfg)
+    # The guard triggers are already installed (check_routing runs write_gate.prepare, outside any freeze).
     return capture.start(cfg, p.country, run_id)
 
 
