@@ -176,3 +176,14 @@ def test_steps_render_in_run_order_even_from_a_report_read_back_with_sorted_keys
     for text in (report.render(rep), report.render_markdown(rep)):
         at = [text.index(s) for s in ("capture_start", "plan", "compare", "catch_up", "cutover")]
         assert at == sorted(at), text
+
+
+def test_catch_up_lag_is_the_worst_round_not_a_sum_and_rounds_are_called_rounds(fake_sources):
+    fake_sources([
+        _e("capture_start", "succeeded", start=0, end=0.1),
+        _e("catch_up", "succeeded", part=1, start=5, end=6, customers=30, lag_ms=1200),
+        _e("catch_up", "succeeded", part=2, start=6, end=7, customers=3, lag_ms=300),
+    ], {"serving_store": "legacy", "writes_frozen": False})
+    rep = report.build(CFG, "NZ", "run1")
+    assert rep["stages"]["catch_up"]["counts"]["lag_ms"] == 1200
+    assert "catch_up** succeeded · 2 round(s)" in report.render_markdown(rep)

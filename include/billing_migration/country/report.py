@@ -25,7 +25,8 @@ STAGES = ("capture_start", "disable_writes", "plan", "export", "transform", "err
 TASK_ORDER = ("validate_params", "check_routing", "begin", "plan", "export", "transform", "error_budget",
               "load", "compare_and_repair", "catch_up", "cutover", "release_freeze", "report")
 _NOT_COUNTS = frozenset({"chunk", "seconds", "duration_ms", "chunk_ms_total"})  # ids and per-chunk timings
-_MAX_COUNTS = frozenset({"rounds"})  # a stage took as many rounds as its worst chunk, not their sum
+# a stage took as many rounds as its worst chunk, and lagged as far as its worst catch-up round: not their sums
+_MAX_COUNTS = frozenset({"rounds", "lag_ms"})
 _THAW = frozenset({"unfreeze", "rollback", "cutover", "freeze_timeout"})
 _RUNNING = frozenset({"running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "deferred"})
 
@@ -175,9 +176,11 @@ def build(cfg: Config, country: str, run_id: str, task_states: dict[str, Any] | 
 
 
 def _in_run_order(stages: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Steps in the order a run takes them (a report read back from JSON may have its keys sorted)."""
+    """Steps in the order they started (online freezes at the end, offline at the start; a report read back
+    from JSON may have its keys sorted); steps that never started last, in the usual order."""
     order = {name: i for i, name in enumerate(STAGES)}
-    return sorted(stages.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return sorted(stages.items(), key=lambda kv: (kv[1].get("started_at") is None, kv[1].get("started_at") or "",
+                                                  order.get(kv[0], len(order)), kv[0]))
 
 
 def _failure_line(report: dict[str, Any]) -> str | None:
@@ -289,7 +292,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["", "Steps:"]
     for name, s in _in_run_order(report["stages"]):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if not k.startswith("rows."))
-        parts = f" · {s['parts']} chunk(s)" if s["parts"] else ""
+        parts = f" · {s['parts']} {'round' if name == 'catch_up' else 'chunk'}(s)" if s["parts"] else ""
         rate = f" · {s['rows_per_s']} rows/s" if s.get("rows_per_s") else ""
         out.append(wrap(f"- **{name}** {s['state']}{parts} · {s.get('wall_s', '?')} s{rate}"
                         + (f" · {counts}" if counts else "")))
