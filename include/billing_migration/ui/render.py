@@ -20,6 +20,7 @@ text-align:left;vertical-align:top} th{background:#f7fafc;font-weight:600;white-
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-weight:600;font-size:12px}
 .migrated{background:#c6f6d5;color:#22543d} .frozen{background:#fed7d7;color:#822727}
 .migrating{background:#bee3f8;color:#2a4365} .legacy{background:#edf2f7;color:#4a5568}
+.unknown{background:#fefcbf;color:#744210}
 .ok{color:#276749;font-weight:600} .bad{color:#c53030;font-weight:600} .errors{background:#fffaf0;
 border:1px solid #f6ad55;padding:8px;margin:8px 0} code{font-size:12px} .small{font-size:12px}
 """
@@ -135,7 +136,7 @@ def country_tr(row: dict[str, Any], base: str) -> str:
 
 def overview_page(data: dict[str, Any], base: str) -> str:
     t = data["totals"]
-    summary = " · ".join(f"{_badge(s)} {t[s]}" for s in ("migrated", "frozen", "migrating", "legacy"))
+    summary = " · ".join(f"{_badge(s)} {n}" for s, n in t.items() if n or s != "unknown")
     ns = f" (namespace {_e(data['namespace'])})" if data.get("namespace") else ""
     body = (f"<h1>Billing migration{ns}</h1><p class=muted>{summary} · JSON: "
             f'<a href="{escape(base)}/billing-migration/api/v1/countries">api/v1/countries</a></p>'

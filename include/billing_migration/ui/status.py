@@ -27,7 +27,7 @@ from billing_migration.stores.write_gate import RoutingStatus
 
 log = logging.getLogger(__name__)
 
-STATES = ("migrated", "frozen", "migrating", "legacy")
+STATES = ("migrated", "frozen", "migrating", "legacy", "unknown")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _COPY_STEPS = ("plan", "export", "transform", "error_budget", "load_plans", "load", "compare")
 AirflowRuns = Callable[[list[tuple[str, str]]], dict[str, dict[str, Any]]]
@@ -255,20 +255,23 @@ def overview(cfg: Config, countries: list[str] | None = None, base: str = "",
     codes = [normalize_country(c) for c in (countries if countries is not None else cfg.countries)]
     errors: list[str] = []
     client = _guard(errors, "S3", lambda: s3io.client(cfg), None)
-    routing = _guard(errors, "routing (MySQL)", lambda: write_gate.statuses(cfg, codes),
-                     [RoutingStatus(country=c) for c in codes])
-    last = {cc: _guard(errors, f"ledger of {cc} (Cassandra)", lambda cc=cc: ledger.last_runs(cfg, cc, 1), [])
+    routing = _guard(errors, "routing (MySQL)", lambda: write_gate.statuses(cfg, codes), None)
+    last = {cc: _guard(errors, "run ledger (Cassandra)", lambda cc=cc: ledger.last_runs(cfg, cc, 1), [])
             for cc in codes}
     last = {cc: runs[0] for cc, runs in last.items() if runs}
-    reports = {cc: _guard(errors, f"report of {cc}",
+    reports = {cc: _guard(errors, "run reports (S3)",
                           lambda cc=cc, rid=r["run_id"]: load_report(cfg, cc, rid, client), None)
                for cc, r in last.items()}
     states = airflow([(dag_id(cc), r["run_id"]) for cc, r in last.items()])
     nights = _guard(errors, "nightly outputs (S3)", lambda: nightly(cfg, codes, client), {})
     rows = [country_row(st, last.get(st.country), reports.get(st.country),
                         states.get(last[st.country]["run_id"]) if st.country in last else None,
-                        nights.get(st.country, {}), base) for st in routing]
-    return {"namespace": cfg.namespace or None, "countries": rows, "errors": errors,
+                        nights.get(st.country, {}), base)
+            for st in routing or [RoutingStatus(country=c) for c in codes]]
+    if routing is None:  # unknown, not "legacy": nobody can tell from here whether a country is frozen
+        for row in rows:
+            row.update(state="unknown", serving_store=None, legacy_writes="unknown")
+    return {"namespace": cfg.namespace or None, "countries": rows, "errors": list(dict.fromkeys(errors)),
             "totals": {s: sum(1 for r in rows if r["state"] == s) for s in STATES}}
 
 
@@ -283,7 +286,7 @@ def country_detail(cfg: Config, country: str, base: str = "", limit: int = 20,
     states = airflow([(dag_id(cc), r["run_id"]) for r in runs])
     history = []
     for r in runs:
-        rep = _guard(errors, f"report of {r['run_id']}", lambda r=r: load_report(cfg, cc, r["run_id"], client), None)
+        rep = _guard(errors, "run reports (S3)", lambda r=r: load_report(cfg, cc, r["run_id"], client), None)
         summary = run_summary(rep) if rep else {"run_id": r["run_id"]}
         summary.update(ledger_state=r["state"], airflow_state=(states.get(r["run_id"]) or {}).get("state"),
                        links=links(cc, r["run_id"], base))
@@ -291,4 +294,5 @@ def country_detail(cfg: Config, country: str, base: str = "", limit: int = 20,
     events = _guard(errors, "gate events (MySQL)", lambda: write_gate.events(cfg, cc, 20), [])
     for e in events:
         e["detail"] = safe_text(e.get("detail"))
-    return {"country": head["countries"][0], "runs": history, "gate_events": events, "errors": errors}
+    return {"country": head["countries"][0], "runs": history, "gate_events": events,
+            "errors": list(dict.fromkeys(errors))}
