@@ -162,9 +162,22 @@ def run_params(country: str, settings: StageSettings, conf: dict[str, Any]) -> R
 
 
 def _warning(name: str, country: str) -> str:
+    """What a param means for the country's production writes, shown first in the trigger form."""
     return {
-        "country": f"This run FREEZES production billing writes for {country} on the legacy store until it "
-                   f"cuts {country} over to Cassandra (or fails and unfreezes). Confirms the country.",
+        "country": f"The country this DAG migrates (fixed). Triggering it FREEZES production billing writes for "
+                   f"{country}: the application's writes to {country} are refused (it retries) while frozen; a "
+                   f"successful run leaves {country} served by Cassandra with legacy frozen as the rollback copy, "
+                   f"a failed one unfreezes {country} on legacy. Other countries are never affected. Dry run: no "
+                   "freeze.",
+        "mode": f"Expected freeze of {country}'s writes: online, a few seconds at the end (only the changes of "
+                "the last seconds are migrated while frozen, within freeze_budget_s); offline, the WHOLE copy "
+                "(from begin to cutover, minutes to hours with the country's size).",
+        "freeze_budget_s": f"Online mode: the longest {country} may stay frozen. The run estimates the freeze "
+                           "before freezing and refuses if it would exceed this; frozen, it unfreezes and fails "
+                           "past it. Offline mode ignores it (frozen for the whole copy).",
+        "catchup_max_customers": "Sets the backlog migrated while frozen (online mode): higher freezes sooner "
+                                 "but longer.",
+        "freeze_drain_timeout_s": "Counts toward the freeze: writes are already refused while it waits.",
         "reset": f"DELETES {country}'s data (or one table's) in Cassandra before loading.",
     }.get(name, "")
 

@@ -25,6 +25,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -187,11 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.views or not args.sql:
         print(__doc__.split("Views (")[1].split("\n\nNightly")[0].split("\n", 1)[1])
         return 0 if args.views else 2
+    # Libraries log to stdout (Airflow's hooks, the drivers): keep stdout for the result alone, so that
+    # `--format csv|json` can be piped.
+    sys.stdout.flush()
+    result = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     try:
-        print(_render(query(load_config(), args.sql, args.date, args.country), args.format))
+        result.write(_render(query(load_config(), args.sql, args.date, args.country), args.format) + "\n")
     except QueryError as exc:
         print(f"query failed: {exc}", file=sys.stderr)
         return 2
+    finally:
+        result.close()
     return 0
 
 
