@@ -2,6 +2,7 @@
 
     scripts/bm query "SELECT ... FROM mysql_invoices ..." [--date YYYY-MM-DD] [--country CC] [--format ...]
     scripts/bm query --views                       # the view names and their columns' origin
+    scripts/bm query --example money_per_day       # one of EXAMPLES (also in the README)
 
 Views (a name is loaded only when the SQL mentions it):
   mysql_<table>, cassandra_<table>  the night's snapshot of each store (tables: plans, customers, subscriptions,
@@ -40,6 +41,29 @@ from billing_migration.stores import s3io, schema
 
 _PART = re.compile(r"([a-z_]+)=([^/]+)/")
 _TABLES = [t.name for t in schema.TABLES]
+
+
+# The README's examples (`scripts/bm query --example NAME` runs one); tested on real snapshots.
+EXAMPLES = {
+    "one_store_only": """
+SELECT coalesce(m.country, c.country) AS country, customer_id,
+       CASE WHEN c.customer_id IS NULL THEN 'mysql only' ELSE 'cassandra only' END AS present_in
+  FROM mysql_customers m FULL JOIN cassandra_customers c USING (customer_id)
+ WHERE m.customer_id IS NULL OR c.customer_id IS NULL
+ ORDER BY ALL""",
+    "money_per_day": """
+WITH t AS (SELECT 'mysql' AS store, country, CAST(created_at AS DATE) AS day, currency, amount FROM mysql_invoices
+           UNION ALL
+           SELECT 'cassandra', country, CAST(created_at AS DATE), currency, amount FROM cassandra_invoices)
+SELECT country, day, currency, sum(amount) FILTER (store = 'mysql') AS mysql,
+       sum(amount) FILTER (store = 'cassandra') AS cassandra,
+       sum(amount) FILTER (store = 'cassandra') - sum(amount) FILTER (store = 'mysql') AS diff
+  FROM t GROUP BY ALL ORDER BY diff <> 0 DESC, country, day, currency""",
+    "rejects_by_rule": """
+SELECT country, "table", rule, count(*) AS rejects, count(DISTINCT customer_id) AS customers,
+       any_value(reason) AS example
+  FROM rejects GROUP BY ALL ORDER BY rejects DESC""",
+}
 
 
 class QueryError(ValueError):
@@ -128,8 +152,17 @@ def load_view(cfg: Config, name: str, date: str | None = None, countries: list[s
             t = pq.read_table(io.BytesIO(client.get_object(Bucket=cfg.s3_bucket, Key=key)["Body"].read()))
         tables.append(_with_parts(_mask(t), key, spec["parts"]))
     if not tables:
-        return None
+        return _empty(name)
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _empty(name: str) -> pa.Table | None:
+    """No rejects is an answer (zero rows), not an error: every run of clean data has none."""
+    if name != "rejects":
+        return None
+    from billing_migration.country.transform import REJECT_SCHEMA
+
+    return REJECT_SCHEMA.append(pa.field("country", pa.string())).append(pa.field("run", pa.string())).empty_table()
 
 
 def connect(cfg: Config, sql: str, date: str | None = None, countries: list[str] | None = None,
@@ -184,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--country", action="append", help="only these countries (repeatable)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--views", action="store_true", help="list the views and exit")
+    p.add_argument("--example", choices=sorted(EXAMPLES), help="run one of the README's example queries")
     args = p.parse_args(argv)
+    if args.example:
+        args.sql = EXAMPLES[args.example]
     if args.views or not args.sql:
         print(__doc__.split("Views (")[1].split("\n\nNightly")[0].split("\n", 1)[1])
         return 0 if args.views else 2

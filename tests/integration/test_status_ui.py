@@ -184,10 +184,11 @@ def test_query_finds_the_injected_drift(world):
           FROM mysql_invoices m JOIN cassandra_invoices c USING (invoice_id)
          WHERE m.amount IS DISTINCT FROM c.amount""", countries=[MIGRATED]).to_pylist()
     assert differing == [{"customer_id": drift.customer_id, "invoice_id": drift.entity_id, "diff": Decimal("1.25")}]
-    only_one = query.query(cfg, """
-        SELECT coalesce(m.customer_id, c.customer_id) AS customer_id FROM mysql_customers m
-          FULL JOIN cassandra_customers c USING (customer_id) WHERE m.customer_id IS NULL OR c.customer_id IS NULL""")
-    assert only_one.num_rows == 0
+    assert query.query(cfg, query.EXAMPLES["one_store_only"]).num_rows == 0
+    money = query.query(cfg, query.EXAMPLES["money_per_day"], countries=[MIGRATED]).to_pylist()
+    assert money[0]["diff"] == Decimal("1.25") and all(m["diff"] == 0 for m in money[1:])
+    rejects = query.query(cfg, query.EXAMPLES["rejects_by_rule"]).to_pylist()
+    assert rejects == [] or all(r["rejects"] > 0 for r in rejects)
     cli = subprocess.run([str(ROOT / "scripts" / "bm"), "query", "--format", "json", "--date", DAY.isoformat(),
                           "SELECT customer_id, kind, field FROM reconcile_differences"],
                          capture_output=True, text=True, timeout=120, check=True)

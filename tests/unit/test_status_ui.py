@@ -132,6 +132,35 @@ def test_query_masks_personal_data_and_adds_partition_columns():
                                 "date": "2026-11-26", "country": "NZ"}]
 
 
+def _invoices(rows: list[tuple]) -> pa.Table:
+    return pa.table({"country": [r[0] for r in rows], "created_at": pa.array([r[1] for r in rows], pa.timestamp("ms")),
+                     "currency": [r[2] for r in rows], "amount": pa.array([r[3] for r in rows], pa.decimal128(18, 2))})
+
+
+def test_readme_example_queries():
+    from datetime import datetime
+    from decimal import Decimal
+
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("mysql_customers", pa.table({"customer_id": [1, 2, 3], "country": ["NZ"] * 3}))
+    con.register("cassandra_customers", pa.table({"customer_id": [1, 3, 4], "country": ["NZ"] * 3}))
+    day = datetime(2026, 11, 1, 12)
+    con.register("mysql_invoices", _invoices([("NZ", day, "NZD", Decimal("10.00")), ("NZ", day, "NZD", Decimal("5"))]))
+    con.register("cassandra_invoices", _invoices([("NZ", day, "NZD", Decimal("16.25"))]))
+    con.register("rejects", pa.table({"country": ["NZ", "NZ", "SE"], "table": ["invoices"] * 3,
+                                      "customer_id": [1, 1, 9], "rule": ["zero_date", "zero_date", "billing_day"],
+                                      "reason": ["created_at is 0000-00-00"] * 2 + ["billing day 45"]}))
+    one = con.sql(query.EXAMPLES["one_store_only"]).fetchall()
+    assert one == [("NZ", 2, "mysql only"), ("NZ", 4, "cassandra only")]
+    money = con.sql(query.EXAMPLES["money_per_day"]).fetchall()
+    assert [(m[0], m[2], m[3], m[4], m[5]) for m in money] == [("NZ", "NZD", Decimal("15.00"), Decimal("16.25"),
+                                                                 Decimal("1.25"))]
+    rules = con.sql(query.EXAMPLES["rejects_by_rule"]).fetchall()
+    assert [(r[0], r[2], r[3], r[4]) for r in rules] == [("NZ", "zero_date", 2, 1), ("SE", "billing_day", 1, 1)]
+
+
 def test_trigger_form_warns_about_the_freeze_with_its_expected_length_and_ranges():
     specs = param_specs("NZ", load_config().country("NZ"))
     assert "FREEZES production billing writes for NZ" in specs["country"]["description"]
