@@ -1,11 +1,15 @@
 # The README's two commands: `make demo` (set up, migrate a demo country, print the report) and `make test`.
-.PHONY: demo test stack-up stack-down stack-status lint lock bench
+.PHONY: demo test test-ui stack-up stack-down stack-status lint lock bench
 
 demo:
 	scripts/demo
 
 test:
 	scripts/test
+
+# The status plugin end to end: a real migration, a real api-server, headless Chromium (slow; CI runs it too).
+test-ui:
+	BM_UI_TESTS=1 scripts/test tests/integration/test_status_ui.py -q
 
 stack-up:
 	scripts/stack up
