@@ -256,9 +256,13 @@ def overview(cfg: Config, countries: list[str] | None = None, base: str = "",
     errors: list[str] = []
     client = _guard(errors, "S3", lambda: s3io.client(cfg), None)
     routing = _guard(errors, "routing (MySQL)", lambda: write_gate.statuses(cfg, codes), None)
-    last = {cc: _guard(errors, "run ledger (Cassandra)", lambda cc=cc: ledger.last_runs(cfg, cc, 1), [])
-            for cc in codes}
-    last = {cc: runs[0] for cc, runs in last.items() if runs}
+    last: dict[str, dict[str, Any]] = {}
+    for cc in codes:
+        runs = _guard(errors, "run ledger (Cassandra)", lambda cc=cc: ledger.last_runs(cfg, cc, 1), None)
+        if runs is None:
+            break  # unreachable: one timeout is enough, not one per country
+        if runs:
+            last[cc] = runs[0]
     reports = {cc: _guard(errors, "run reports (S3)",
                           lambda cc=cc, rid=r["run_id"]: load_report(cfg, cc, rid, client), None)
                for cc, r in last.items()}
