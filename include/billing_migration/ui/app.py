@@ -135,7 +135,16 @@ def create_app() -> FastAPI:
 
     @app.get("/runs/{dag}/{run_id:path}/report", response_class=HTMLResponse)
     def page_run_report(request: Request, dag: str, run_id: str, user: Any = user_dep) -> HTMLResponse:
-        """The run page's "Migration report" tab (external view with destination dag_run)."""
-        return _report_html(request, _run_country(user, dag), run_id)
+        """The run page's "Migration report" tab (external view with destination dag_run): the tab shows on
+        every DAG's runs, so another DAG's run gets a short page saying there is no report, not raw JSON."""
+        from billing_migration.ui import render
+
+        try:
+            cc = _run_country(user, dag)
+        except HTTPException as exc:
+            body = (f"<p class=muted>{render.escape(str(exc.detail))}. Migration status: "
+                    f'<a href="{render.escape(_base(request))}{PREFIX}/">Billing migration</a>.</p>')
+            return HTMLResponse(render.page("Migration report", body), status_code=exc.status_code)
+        return _report_html(request, cc, run_id)
 
     return app
