@@ -137,6 +137,11 @@ def test_unauthenticated_requests_are_refused(api_server, world):
         assert "Billing migration" not in r.text and MIGRATED not in r.text
     forged = _get(api_server, "/billing-migration/api/v1/countries", token="not-a-jwt")
     assert forged.status_code in (401, 403)
+    # a browser without a session is sent to Airflow's login page, and back to the page afterwards
+    page = requests.get(api_server["url"] + f"/billing-migration/countries/{MIGRATED}", allow_redirects=False,
+                        headers={"Accept": "text/html"}, timeout=60)
+    assert page.status_code == 303
+    assert page.headers["location"] == f"/auth/login?next=/billing-migration/countries/{MIGRATED}"
 
 
 def test_api_shows_migrated_frozen_and_legacy_countries(api_server, world):

@@ -171,3 +171,4 @@ def test_trigger_form_warns_about_the_freeze_with_its_expected_length_and_ranges
         assert "confirm" not in spec["description"].lower(), name
         if name != "country":
             assert "Allowed: " in spec["description"], name
+

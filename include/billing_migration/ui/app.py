@@ -13,9 +13,11 @@ the api-server serves this app.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 PREFIX = "/billing-migration"
 
@@ -94,10 +96,21 @@ def _report_html(request: Request, cc: str, run_id: str) -> HTMLResponse:
                                            f"{_base(request)}{PREFIX}/countries/{cc}"))
 
 
+async def _login_first(request: Request, exc: HTTPException):
+    """A browser opening a page without being logged in goes to Airflow's login page and comes back;
+    the JSON API (and any non-browser client) gets the 401 itself."""
+    wants_html = "text/html" in request.headers.get("accept", "")
+    if exc.status_code == 401 and wants_html and "/api/" not in request.url.path:
+        here = request.scope.get("root_path", "") + request.scope.get("path", "")
+        return RedirectResponse(f"{_base(request)}/auth/login?next={quote(here)}", status_code=303)
+    return await http_exception_handler(request, exc)
+
+
 def create_app() -> FastAPI:
     """The app (no OpenAPI/docs routes: nothing here is served without authentication)."""
     app = FastAPI(title="Billing migration", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(current_user)])
+    app.add_exception_handler(HTTPException, _login_first)
     user_dep = Depends(current_user)
 
     @app.get("/api/v1/countries")
