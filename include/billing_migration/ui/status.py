@@ -286,7 +286,7 @@ def country_detail(cfg: Config, country: str, base: str = "", limit: int = 20,
     head = overview(cfg, [cc], base, airflow)
     errors = head["errors"]
     client = s3io.client(cfg)
-    runs = _guard(errors, "ledger (Cassandra)", lambda: ledger.last_runs(cfg, cc, limit), [])
+    runs = _guard(errors, "run ledger (Cassandra)", lambda: ledger.last_runs(cfg, cc, limit), [])
     states = airflow([(dag_id(cc), r["run_id"]) for r in runs])
     history = []
     for r in runs:
