@@ -101,7 +101,8 @@ async def _login_first(request: Request, exc: HTTPException):
     the JSON API (and any non-browser client) gets the 401 itself."""
     wants_html = "text/html" in request.headers.get("accept", "")
     if exc.status_code == 401 and wants_html and "/api/" not in request.url.path:
-        here = request.scope.get("root_path", "") + request.scope.get("path", "")
+        root, path = request.scope.get("root_path", ""), request.scope.get("path", "")
+        here = path if path.startswith(root) else root + path  # Starlette keeps the mount prefix in `path`
         return RedirectResponse(f"{_base(request)}/auth/login?next={quote(here)}", status_code=303)
     return await http_exception_handler(request, exc)
 
