@@ -5,9 +5,8 @@ one night's snapshots, reconciliation and renewals of NZ; SE frozen by a run tha
 (legacy). A real `airflow api-server` (this checkout's plugins folder, simple auth manager with a generated
 password, 127.0.0.1 on a free port) boots while the migration runs; headless Chromium from Debian logs in to it.
 
-Slow (a whole DAG run, an api-server and a browser: minutes on a loaded machine), so it runs in its own target,
-`make test-ui` (which CI runs), and is skipped by the default `make test` (BM_UI_TESTS unset). The default run
-checks the status data against the real stores in test_status_data.py.
+Slow (a whole DAG run, an api-server and a browser), so a bare `pytest` leaves it out unless BM_UI_TESTS=1;
+`make test` (the README's test command, which CI runs) sets it, and `make test-ui` runs this module alone.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 MIGRATED, FROZEN, LEGACY = "NZ", "SE", "CH"
 FROZEN_RUN = "manual__2026-11-20T10:00:00+00:00"
 DAY = dt.date(2026, 11, 21)
-pytestmark = pytest.mark.skipif(not os.environ.get("BM_UI_TESTS"), reason="slow: run by `make test-ui`")
+pytestmark = pytest.mark.skipif(not os.environ.get("BM_UI_TESTS"), reason="slow: BM_UI_TESTS=1 (make test sets it)")
 
 
 def _free_port() -> int:
