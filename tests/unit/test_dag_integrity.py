@@ -33,12 +33,13 @@ def test_one_migration_dag_per_configured_country(bag):
 def test_country_dag_chain_and_safety_net(bag):
     dag = bag.get_dag("migrate_billing_us")
     order = ["begin", "plan", "export", "transform", "error_budget", "load", "compare_and_repair",
-             "catch_up", "cutover", "release_freeze", "report"]
+             "catch_up", "cutover", "release_freeze", "replay_writes", "report"]
     for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).get_flat_relative_ids(upstream=False), f"{up} does not lead to {down}"
     release = dag.get_task("release_freeze")
     assert release.is_teardown and "begin" in release.upstream_task_ids
     assert dag.get_task("report").trigger_rule == "all_done"
+    assert dag.get_task("replay_writes").trigger_rule == "all_done"  # queued writes replayed on abort too
     assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")  # triggered by people, not by time
     params = dag.params
     assert params["country"] == "US"
