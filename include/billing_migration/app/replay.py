@@ -33,6 +33,8 @@ from billing_migration.stores import connections, queues
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 600
+REVERSE_SYNC_MAX_S = 240.0  # one scheduled reverse sync per country (the DAG runs every 5 minutes)
+FINAL_AFTER_S = 10.0  # a replay racing a steady writer finishes under the hold's lock after this long
 
 
 class ReplayError(RuntimeError):
@@ -144,9 +146,11 @@ def _batch(cfg: Config, purpose: str, country: str, target: _Target, tally: Tall
 
 
 def drain(cfg: Config, purpose: str, country: str, store: str, release_hold: bool = False,
-          timeout_s: float = DRAIN_TIMEOUT_S) -> dict[str, Any]:
-    """Apply everything on the country's `purpose` queue to `store` until it is empty; with `release_hold`,
-    end by releasing the country's hold (under its lock, queue empty). Returns the counts and dead letters."""
+          timeout_s: float = DRAIN_TIMEOUT_S, max_s: float | None = None) -> dict[str, Any]:
+    """Apply what is on the country's `purpose` queue to `store` until it is empty (or for `max_s` seconds:
+    a producer that keeps writing never lets a reverse sync end). With `release_hold`, finish under the hold's
+    row lock (application writes wait a moment instead of queueing behind) and release the hold once empty.
+    Returns the counts and the dead letters."""
     country = normalize_country(country)
     t0 = time.monotonic()
     tally = Tally()
@@ -154,24 +158,52 @@ def drain(cfg: Config, purpose: str, country: str, store: str, release_hold: boo
     mirror = purpose == "writes" and store == "cassandra"
     try:
         while True:
-            if _batch(cfg, purpose, country, target, tally, mirror):
-                continue
-            if not queues.total(queues.depth(cfg, purpose, country)) and (
-                    not release_hold or _release_if_empty(cfg, country)):
+            n = _batch(cfg, purpose, country, target, tally, mirror)
+            if release_hold and (n < 10 or time.monotonic() - t0 > FINAL_AFTER_S):
+                _drain_and_release(cfg, country, target, tally, mirror, t0 + timeout_s)
                 break
-            if time.monotonic() - t0 > timeout_s:
-                raise ReplayError(f"{queues.name(cfg, purpose, country)} did not drain within {timeout_s:.0f} s "
-                                  f"({queues.depth(cfg, purpose, country)}); rerun to continue")
+            if max_s is not None and time.monotonic() - t0 > max_s:
+                break
+            if n:
+                continue
+            if not queues.total(queues.depth(cfg, purpose, country)):
+                break
+            _check_deadline(cfg, purpose, country, t0 + timeout_s)
             time.sleep(0.2)  # failing messages are invisible until their retry delay
     finally:
         target.close()
+    left = queues.depth(cfg, purpose, country)
     out = {**tally.counts(), "seconds_ms": int((time.monotonic() - t0) * 1000), "store": store,
            "queue": queues.name(cfg, purpose, country), "dead_letter_keys": tally.dead_lettered,
+           "depth_after": queues.total(left),
            "dlq_depth": queues.depth(cfg, purpose, country, dead_letter=True)["visible"]}
     log.info("%s %s → %s: %d received, %d applied, %d duplicates skipped, %d dead-lettered in %.2f s", purpose,
              country, store, tally.received, tally.applied, tally.duplicates, len(tally.dead_lettered),
              out["seconds_ms"] / 1000)
     return out
+
+
+def _check_deadline(cfg: Config, purpose: str, country: str, deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise ReplayError(f"{queues.name(cfg, purpose, country)} did not drain in time "
+                          f"({queues.depth(cfg, purpose, country)}); rerun to continue")
+
+
+def _drain_and_release(cfg: Config, country: str, target: _Target, tally: Tally, mirror: bool,
+                       deadline: float) -> None:
+    """The last messages, with the hold row locked: writes in flight have sent theirs, new ones wait for the
+    release (then go to the store directly), so nothing can be queued behind the last receive."""
+    with _state_lock(cfg, country) as (conn, cur):
+        while True:
+            if _batch(cfg, "writes", country, target, tally, mirror):
+                continue
+            if not queues.total(queues.depth(cfg, "writes", country)):
+                cur.execute("UPDATE write_queue_state SET holding = 0, held_since = NULL, held_by = NULL "
+                            "WHERE country = %s", (country,))
+                conn.commit()
+                return
+            _check_deadline(cfg, "writes", country, deadline)
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -185,16 +217,6 @@ def _state_lock(cfg: Config, country: str) -> Iterator[Any]:
             yield conn, cur
         finally:
             conn.rollback()
-
-
-def _release_if_empty(cfg: Config, country: str) -> bool:
-    with _state_lock(cfg, country) as (conn, cur):
-        if queues.total(queues.depth(cfg, "writes", country)):
-            return False
-        cur.execute("UPDATE write_queue_state SET holding = 0, held_since = NULL, held_by = NULL "
-                    "WHERE country = %s", (country,))
-        conn.commit()
-        return True
 
 
 def set_hold(cfg: Config, country: str, by: str) -> dict[str, Any]:
@@ -265,23 +287,25 @@ def _record(cfg: Config, country: str, run_id: str, step: str, out: dict[str, An
     return {**out, "dead_lettered": 0}
 
 
-def reverse_sync(cfg: Config, country: str) -> dict[str, Any]:
-    """Mirror a cut-over country's Cassandra writes to legacy MySQL (drain its reverse queue)."""
+def reverse_sync(cfg: Config, country: str, max_s: float | None = None) -> dict[str, Any]:
+    """Mirror a cut-over country's Cassandra writes to legacy MySQL (drain its reverse queue; at most `max_s`
+    seconds when the application keeps writing)."""
     country = normalize_country(country)
     before = lag(cfg, "reverse", country)
-    out = drain(cfg, "reverse", country, "legacy")
+    out = drain(cfg, "reverse", country, "legacy", max_s=max_s)
     return {**out, "country": country, "depth_before": before["depth"]}
 
 
-def reverse_sync_all(cfg: Config, countries: list[str] | None = None, fail_on_loss: bool = True
-                     ) -> dict[str, Any]:
+def reverse_sync_all(cfg: Config, countries: list[str] | None = None, fail_on_loss: bool = True,
+                     max_s: float | None = REVERSE_SYNC_MAX_S) -> dict[str, Any]:
     """Every cut-over country (from the routing): drain its reverse queue; per country the lag found (depth
     before, oldest message age) and what was applied. Raises ReplayError (`fail_on_loss`) naming the countries
     whose dead-letter queue holds writes (written on Cassandra, missing from the legacy copy)."""
     from billing_migration.stores import write_gate
 
     codes = [normalize_country(c) for c in (countries or list(cfg.countries))]
-    results = {st.country: reverse_sync(cfg, st.country) for st in write_gate.statuses(cfg, codes) if st.cut_over}
+    results = {st.country: reverse_sync(cfg, st.country, max_s)
+               for st in write_gate.statuses(cfg, codes) if st.cut_over}
     if fail_on_loss:
         assert_no_loss(cfg, results)
     return results
@@ -294,5 +318,5 @@ def assert_no_loss(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
         raise ReplayError("reverse sync: writes on Cassandra missing from legacy MySQL (dead-lettered): "
                           + ", ".join(f"{cc}: {n} on {queues.name(cfg, 'reverse', cc, dead_letter=True)}"
                                       for cc, n in lost.items()))
-    return {cc: {k: r[k] for k in ("depth_before", "oldest_age_ms", "applied", "dlq_depth")}
+    return {cc: {k: r[k] for k in ("depth_before", "oldest_age_ms", "applied", "depth_after", "dlq_depth")}
             for cc, r in results.items()}
