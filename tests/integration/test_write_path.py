@@ -101,3 +101,23 @@ def test_frozen_writes_are_accepted_held_and_replayed_into_legacy_after_an_abort
         apply.apply_cassandra(s, ins)  # applied twice without the mark: the same partition
         rows = list(s.execute("SELECT email, country FROM customer_billing WHERE customer_id = 4000000002"))
         assert [(r.email, r.country) for r in rows] == [("x@example.com", COUNTRY)]
+
+    # The guard triggers: only the reverse sync's session may write a cut-over country's legacy copy, and
+    # nobody a country frozen for a migration.
+    from billing_migration.app.replay import _Target
+
+    write_gate.freeze(cfg, COUNTRY, "pytest", run_id + "b")
+    for reverse in (False, True):
+        target = _Target(cfg, "legacy", reverse_sync=reverse)
+        with pytest.raises(Exception, match="frozen"):
+            target.apply(upd(6, "16"))
+        target.close()
+    write_gate.cutover(cfg, COUNTRY, "pytest", run_id + "b")
+    target = _Target(cfg, "legacy", reverse_sync=False)
+    with pytest.raises(Exception, match="served by cassandra"):
+        target.apply(upd(6, "16"))
+    target.close()
+    target = _Target(cfg, "legacy", reverse_sync=True)
+    assert target.apply(upd(6, "16")) == apply.APPLIED
+    target.close()
+    assert _legacy(cfg, "SELECT amount FROM invoices WHERE invoice_id = %s", (key,)) == (Decimal("16"),)
