@@ -199,7 +199,7 @@ def test_online_run_with_a_concurrent_writer_freezes_only_for_the_delta_and_lose
     queued = rep["queued_writes"]  # every accepted write replayed into Cassandra, in per-customer order
     assert queued["state"] == "succeeded" and queued["applied"] == len(pending) and not queued["dead_lettered"]
     _assert_replayed_in_order(cfg, pending)
-    synced = replay.reverse_sync_all(cfg)  # what the app wrote on Cassandra reaches legacy MySQL
+    synced = replay.reverse_sync_all(cfg, max_s=None)  # what the app wrote on Cassandra reaches legacy MySQL
     assert synced[COUNTRY]["applied"] >= len(pending) and not synced[COUNTRY]["dlq_depth"]
 
     _compare_whole_country(cfg)
@@ -332,7 +332,7 @@ def test_killed_catch_up_resumes_from_its_checkpoint_and_the_freeze_budget_is_en
     from billing_migration.app import replay
 
     assert replay.after_migration(cfg, COUNTRY, run_id)["applied"] > 0  # the replay_writes task's work
-    replay.reverse_sync_all(cfg)
+    replay.reverse_sync_all(cfg, max_s=None)
     windows = _freeze_windows(cfg, run_id)
     assert len(windows) == 1  # the ledger row of the cutover describes its latest attempt
     _assert_refusals_only_while_frozen(writer, [aborted, *windows], windows[0][1])

@@ -147,10 +147,10 @@ def _batch(cfg: Config, purpose: str, country: str, target: _Target, tally: Tall
 
 def drain(cfg: Config, purpose: str, country: str, store: str, release_hold: bool = False,
           timeout_s: float = DRAIN_TIMEOUT_S, max_s: float | None = None) -> dict[str, Any]:
-    """Apply what is on the country's `purpose` queue to `store` until it is empty (or for `max_s` seconds:
-    a producer that keeps writing never lets a reverse sync end). With `release_hold`, finish under the hold's
-    row lock (application writes wait a moment instead of queueing behind) and release the hold once empty.
-    Returns the counts and the dead letters."""
+    """Apply what is on the country's `purpose` queue to `store` until it is empty (`max_s`: a bounded pass
+    that also ends once caught up; a producer that keeps writing never lets the queue empty). With
+    `release_hold`, finish under the hold's row lock (application writes wait a moment instead of queueing
+    behind) and release the hold once empty. Returns the counts and the dead letters."""
     country = normalize_country(country)
     t0 = time.monotonic()
     tally = Tally()
@@ -162,8 +162,9 @@ def drain(cfg: Config, purpose: str, country: str, store: str, release_hold: boo
             if release_hold and (n < 10 or time.monotonic() - t0 > FINAL_AFTER_S):
                 _drain_and_release(cfg, country, target, tally, mirror, t0 + timeout_s)
                 break
-            if max_s is not None and time.monotonic() - t0 > max_s:
-                break
+            if max_s is not None and (time.monotonic() - t0 > max_s or (
+                    n < 10 and queues.total(queues.depth(cfg, purpose, country)) < 10)):
+                break  # a bounded pass ends once caught up (a writer keeps adding a few)
             if n:
                 continue
             if not queues.total(queues.depth(cfg, purpose, country)):
