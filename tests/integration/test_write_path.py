@@ -121,3 +121,45 @@ def test_frozen_writes_are_accepted_held_and_replayed_into_legacy_after_an_abort
     assert target.apply(upd(6, "16")) == apply.APPLIED
     target.close()
     assert _legacy(cfg, "SELECT amount FROM invoices WHERE invoice_id = %s", (key,)) == (Decimal("16"),)
+
+
+@pytest.mark.skipif(os.environ.get("BM_ALLOW_RESTARTS") != "1",
+                    reason="restarts the stack's ElasticMQ: only on a private stack (BM_ALLOW_RESTARTS=1)")
+def test_elasticmq_restarted_mid_replay_loses_nothing_and_applies_nothing_twice(fresh_countries, fast):
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    from billing_migration.app import replay
+    from billing_migration.app.writes import Write, WritePath
+    from billing_migration.stores import queues, write_gate
+
+    cfg = fresh_countries(100, {COUNTRY: 1.0}, seed=8)
+    run_id = f"manual__restart_{os.getpid()}_{time.time_ns()}"
+    _, cid = _invoice(cfg)
+    seq = time.time_ns() // 1000
+    write_gate.freeze(cfg, COUNTRY, "pytest", run_id)
+    with WritePath(fast) as path:
+        for n in range(1, 41):  # 40 balance transactions of one customer, in order
+            path.submit(Write(COUNTRY, "balance_transactions", 4_100_000_000 + n, cid, "insert", seq + n,
+                              f"rs-{seq + n}", {"kind": "promo_credit", "amount": str(n), "currency": "EUR",
+                                                "created_at": "2030-01-01T00:00:00",
+                                                "updated_at": "2031-01-01T00:00:00"}))
+    write_gate.unfreeze(cfg, COUNTRY, "pytest", run_id, reason="replay then restart")
+    target = replay._Target(cfg, "legacy", reverse_sync=False)
+    tally = replay.Tally()
+    replay._batch(fast, "writes", COUNTRY, target, tally, mirror=False)  # 10 applied and deleted
+    got = queues.receive(fast, "writes", COUNTRY)  # the next ones applied but never deleted: in flight
+    for m in got:
+        target.apply(Write.from_body(m.body))
+    target.close()
+    pidfile = Path(os.environ["BM_STATE_DIR"]) / "elasticmq" / "elasticmq.pid"
+    os.kill(int(pidfile.read_text()), signal.SIGTERM)
+    time.sleep(3)
+    subprocess.run([str(Path(__file__).resolve().parents[2] / "scripts" / "stack"), "up"], check=True,
+                   timeout=600, capture_output=True)
+    queues._clients.clear()
+    out = replay.after_migration(fast, COUNTRY, run_id)
+    assert out["applied"] + out["duplicates"] == 30 and out["duplicates"] == len(got)  # redelivered: skipped
+    rows = _legacy(cfg, "SELECT COUNT(*), SUM(amount) FROM balance_transactions WHERE txn_id > 4100000000", ())
+    assert rows == (40, Decimal(sum(range(1, 41))))
