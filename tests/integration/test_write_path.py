@@ -154,8 +154,9 @@ def test_elasticmq_restarted_mid_replay_loses_nothing_and_applies_nothing_twice(
         target.apply(Write.from_body(m.body))
     target.close()
     pidfile = Path(os.environ["BM_STATE_DIR"]) / "elasticmq" / "elasticmq.pid"
-    os.kill(int(pidfile.read_text()), signal.SIGTERM)
-    time.sleep(3)
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    assert queues.wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60), "ElasticMQ did not stop"
     subprocess.run([str(Path(__file__).resolve().parents[2] / "scripts" / "stack"), "up"], check=True,
                    timeout=600, capture_output=True)
     queues._clients.clear()
