@@ -1,14 +1,16 @@
 """One DAG per configured country: migrate_billing_<cc>.
 
     validate_params → check_routing → begin ⟶ plan → export[lanes] → transform[lanes] → error_budget
-      → load[lanes] → compare_and_repair[lanes] → catch_up → cutover ⟶ release_freeze → report
+      → load[lanes] → compare_and_repair[lanes] → catch_up → cutover ⟶ release_freeze → replay_writes → report
 
 `mode` online (default): begin records the binlog capture position, the copy runs while the country stays
 writable, catch_up replays the changes in rounds, and cutover freezes, migrates the last delta, compares it
 and flips, all in one task, within `freeze_budget_s`. `mode` offline: begin freezes the country for the whole
 copy, catch_up does nothing, cutover flips.
 begin / release_freeze are a setup / teardown pair: whatever fails in between, the teardown runs and a country
-this run froze but did not cut over is writable again on the legacy store. The logic lives in
+this run froze but did not cut over is writable again on the legacy store. replay_writes then applies the
+writes the application queued while the country was frozen (`billing_migration.app.replay`) to the store that
+serves it now: Cassandra after the flip, legacy after an abort (outside the freeze budget). The logic lives in
 `billing_migration.country.pipeline` and `billing_migration.online`; this file only wires it.
 """
 
@@ -122,6 +124,12 @@ def build(country: str) -> DAG:
             return pipeline.release_freeze(CFG, country, _run_id())
 
         @task(trigger_rule="all_done")
+        def replay_writes() -> dict:
+            from billing_migration.app import replay
+
+            return replay.after_migration(CFG, country, _run_id())
+
+        @task(trigger_rule="all_done")
         def report() -> dict:
             ctx = get_current_context()
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
@@ -138,7 +146,7 @@ def build(country: str) -> DAG:
         compared = compare_and_repair.expand(lane=lanes)
         loaded >> compared
         compared >> catch_up() >> (flip := cutover())
-        flip >> release_freeze().as_teardown(setups=frozen) >> report()
+        flip >> release_freeze().as_teardown(setups=frozen) >> replay_writes() >> report()
     return dag
 
 

@@ -1,5 +1,6 @@
 """nightly_billing: snapshot reconciliation of both stores and the renewal crawl, every night at 02:00 UTC.
 
+    plan → reverse_sync → assert_reverse_synced (lag per cut-over country; fails if writes were dead-lettered)
     plan → resync_customers (only when asked) → snapshot_cassandra[token splits] + snapshot_mysql[countries]
          → reconcile[countries] → assert_reconciled      (fails loudly, naming each report on S3)
          → renew[countries] → renewal_summary
@@ -130,13 +131,29 @@ with DAG(
         out = {r["country"]: {k: r.get(k) for k in keys} for r in (results or [])}
         return out
 
+    @task
+    def reverse_sync() -> dict:
+        from billing_migration.app import replay
+
+        return replay.reverse_sync_all(CFG, _params()["countries"] or None, fail_on_loss=False)
+
+    @task
+    def assert_reverse_synced(results: dict) -> dict:
+        from billing_migration.app import replay
+
+        return replay.assert_no_loss(CFG, results)
+
     night = plan()
     resync = resync_customers()
     night >> resync
+    synced = reverse_sync()
+    night >> synced
+    assert_reverse_synced(synced)
     scans = snapshot_cassandra.partial(night=night).expand(split=token_ranges(night))
     countries = reconcile_countries(night)
     mysql_snaps = snapshot_mysql.expand(routing=snapshot_countries(night))
     resync >> [scans, mysql_snaps]
+    synced >> [scans, mysql_snaps]  # the legacy copy of cut-over countries is current when snapshotted
     reconciled = reconcile_country.partial(night=night).expand(routing=countries)
     [scans, mysql_snaps] >> reconciled
     assert_reconciled(reconciled)

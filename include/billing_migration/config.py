@@ -216,6 +216,32 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """The write path's queues (migration.yaml `queues`): redrive and receive timings."""
+
+    max_receive_count: int = 3
+    visibility_timeout_s: int = 30
+    retry_delay_s: int = 1
+    receive_wait_s: int = 1
+
+
+def _queue_settings(raw: Any) -> QueueSettings:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("queues must be a mapping")
+    limits = {"max_receive_count": (1, 1000), "visibility_timeout_s": (1, 43200), "retry_delay_s": (0, 900),
+              "receive_wait_s": (0, 20)}
+    unknown = sorted(set(raw) - set(limits))
+    if unknown:
+        raise ConfigError(f"queues: unknown setting(s) {unknown}; known: {sorted(limits)}")
+    for name, value in raw.items():
+        lo, hi = limits[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ConfigError(f"queues.{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return QueueSettings(**raw)
+
+
+@dataclass(frozen=True)
 class Config:
     connections: dict[str, str]
     s3_bucket: str
@@ -225,6 +251,7 @@ class Config:
     countries: dict[str, StageSettings]
     pools: dict[str, Pool] = field(default_factory=dict)
     namespace: str = ""
+    queues: QueueSettings = field(default_factory=QueueSettings)
 
     @property
     def s3_prefix(self) -> str:
@@ -293,6 +320,7 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
         countries=countries,
         pools=pools,
         namespace=namespace,
+        queues=_queue_settings(raw.get("queues")),
     )
 
 

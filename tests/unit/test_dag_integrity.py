@@ -33,12 +33,13 @@ def test_one_migration_dag_per_configured_country(bag):
 def test_country_dag_chain_and_safety_net(bag):
     dag = bag.get_dag("migrate_billing_us")
     order = ["begin", "plan", "export", "transform", "error_budget", "load", "compare_and_repair",
-             "catch_up", "cutover", "release_freeze", "report"]
+             "catch_up", "cutover", "release_freeze", "replay_writes", "report"]
     for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).get_flat_relative_ids(upstream=False), f"{up} does not lead to {down}"
     release = dag.get_task("release_freeze")
     assert release.is_teardown and "begin" in release.upstream_task_ids
     assert dag.get_task("report").trigger_rule == "all_done"
+    assert dag.get_task("replay_writes").trigger_rule == "all_done"  # queued writes replayed on abort too
     assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")  # triggered by people, not by time
     params = dag.params
     assert params["country"] == "US"
@@ -65,3 +66,17 @@ def test_mapped_tasks_are_labelled_by_lane(bag):
     dag = bag.get_dag("migrate_billing_us")
     for task_id in ("export", "transform", "load", "compare_and_repair"):
         assert dag.get_task(task_id).map_index_template == "{{ lane_label }}", task_id
+
+
+def test_reverse_sync_and_rollback_dags(bag):
+    from datetime import timedelta
+
+    cfg = load_config()
+    assert {f"rollback_billing_{cc.lower()}" for cc in cfg.countries} <= set(bag.dag_ids)
+    rollback = bag.get_dag("rollback_billing_nz")
+    assert list(rollback.task_ids) == ["rollback"] and rollback.schedule is None
+    sync = bag.get_dag("reverse_sync_billing")
+    assert sync.schedule == timedelta(minutes=5) and sync.max_active_runs == 1
+    nightly = bag.get_dag("nightly_billing")
+    assert "assert_reverse_synced" in nightly.get_task("reverse_sync").downstream_task_ids
+    assert "reverse_sync" in nightly.get_task("snapshot_mysql").upstream_task_ids

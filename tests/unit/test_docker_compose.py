@@ -71,3 +71,17 @@ def test_cdc_account_has_replication_and_select_only():
     assert "CREATE USER IF NOT EXISTS 'bm_cdc'@'%' IDENTIFIED BY '${BM_MYSQL_CDC_PASSWORD}';" in init
     assert grants == ["GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'bm_cdc'@'%';",
                       "GRANT SELECT ON \\`billing%\\`.* TO 'bm_cdc'@'%';"]
+
+
+def test_elasticmq_service_and_sqs_connection_match_the_stack():
+    svc = COMPOSE["services"]["elasticmq"]
+    assert svc["image"] == "softwaremill/elasticmq-native:1.6.11"
+    assert "./stack/compose/elasticmq.conf:/opt/elasticmq.conf:ro" in svc["volumes"]
+    assert COMPOSE["x-airflow-common"]["depends_on"]["elasticmq"] == {"condition": "service_healthy"}
+    conn = json.loads(COMPOSE["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_BILLING_SQS"])
+    assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == "http://elasticmq:9324"
+    conf = (ROOT / "stack" / "compose" / "elasticmq.conf").read_text()
+    for setting in ("messages-storage { enabled = true", "queues-storage { enabled = true"):
+        assert setting in conf and setting in STACK, f"queued writes must survive a restart: {setting}"
+    assert 'SQS_PORT="${BM_SQS_PORT:-9324}"' in STACK and "org.elasticmq" in (
+        ROOT / "stack" / "elasticmq" / "pom.xml").read_text()

@@ -170,9 +170,30 @@ def build(cfg: Config, country: str, run_id: str, task_states: dict[str, Any] | 
         "duration_s": round((max(ends) - min(starts)).total_seconds(), 3) if starts and ends else None,
         "stages": stages,
         **online,
+        "queued_writes": _queued_writes(stages),
         "artifacts": f"s3://{cfg.s3_bucket}/{s3io.run_prefix(cfg, country, run_id)}",
         "generated_at": datetime.now(UTC).isoformat(),
     }
+
+
+def _queued_writes(stages: dict[str, Any]) -> dict[str, Any] | None:
+    """Writes the application queued while the country was frozen, and their replay (step `replay`)."""
+    s = stages.get("replay")
+    if s is None:
+        return None
+    c = s["counts"]
+    return {"state": s["state"], "received": c.get("received", 0), "applied": c.get("applied", 0),
+            "duplicates": c.get("duplicates", 0), "dead_lettered": c.get("dead_lettered", 0),
+            "seconds": c["seconds_ms"] / 1000 if "seconds_ms" in c else None, "errors": s.get("errors", [])}
+
+
+def _queued_line(report: dict[str, Any]) -> str | None:
+    q = report.get("queued_writes")
+    if not q:
+        return None
+    line = (f"queued writes: {q['received']} received, {q['applied']} replayed, {q['duplicates']} duplicates "
+            f"skipped, {q['dead_lettered']} dead-lettered (replay {q['seconds']} s)")
+    return line + "".join(f"\n  {e}" for e in q["errors"] if e)
 
 
 def _in_run_order(stages: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -220,6 +241,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     if _failure_line(report):
         lines.append(_failure_line(report))
+    if _queued_line(report):
+        lines.append(_queued_line(report))
     lines.append(f"{'step':<15} {'state':<10} {'parts':>5} {'wall s':>8} {'rows/s':>10}  counts")
     for name, s in _in_run_order(report["stages"]):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if not k.startswith("rows."))

@@ -1,4 +1,4 @@
-"""Make an installation ready: legacy database and schema, Cassandra keyspace and model, S3 bucket.
+"""Make an installation ready: legacy database and schema, Cassandra keyspace and model, S3 bucket, queues.
 
 The one place that creates a store and applies its schema: the demo, the data generator, the test fixtures,
 the benchmark and docker-compose's airflow-init all call these. Idempotent:
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from billing_migration.config import Config, load_config
-from billing_migration.stores import connections, s3io, schema, write_gate
+from billing_migration.stores import connections, queues, s3io, schema, write_gate
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,10 @@ def ensure_all(cfg: Config | None = None) -> dict[str, object]:
     write_gate.prepare(cfg)  # guard triggers exist before anything can be frozen
     target = ensure_keyspace(cfg)
     ensure_bucket(cfg)
+    queue_names = queues.ensure_all(cfg) if "sqs" in cfg.connections else []
     out = {"mysql_database": cfg.mysql_database, "legacy_schema_version": legacy,
            "cassandra_keyspace": cfg.cassandra_keyspace, "cassandra_schema_version": target,
-           "s3_bucket": cfg.s3_bucket}
+           "s3_bucket": cfg.s3_bucket, "queues": len(queue_names)}
     log.info("bootstrap: %s", out)
     return out
 

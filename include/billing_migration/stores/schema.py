@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LEGACY_SCHEMA_VERSION = 1
-CASSANDRA_SCHEMA_VERSION = 2  # 2: cdc_checkpoints (online mode's binlog positions)
+LEGACY_SCHEMA_VERSION = 2  # 2: write_queue_state, write_path_applied (the application's write path)
+CASSANDRA_SCHEMA_VERSION = 3  # 2: cdc_checkpoints (online mode's binlog positions); 3: write_path_applied
 
 # Arrow/pandas-level kinds shared by export, transform, load and compare.
 KINDS = ("bigint", "int", "tinyint", "text", "decimal", "timestamp", "date")
@@ -259,6 +259,25 @@ ROUTING_DDL = (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
 )
 
+# The application's write path (billing_migration.app): whether a country's writes are held on its queue
+# (frozen, or queued writes not yet replayed), and per customer the last write sequence applied to this store
+# by a queue consumer (replay, reverse sync), updated in the same transaction as the write itself.
+WRITE_PATH_DDL = (
+    """CREATE TABLE IF NOT EXISTS write_queue_state (
+  country CHAR(2) NOT NULL PRIMARY KEY,
+  holding TINYINT(1) NOT NULL DEFAULT 0,
+  held_since DATETIME(3) NULL,
+  held_by VARCHAR(250) NULL,
+  updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    """CREATE TABLE IF NOT EXISTS write_path_applied (
+  customer_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  seq BIGINT UNSIGNED NOT NULL,
+  idempotency_key VARCHAR(128) NOT NULL,
+  applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+)
+
 SCHEMA_VERSION_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
   version INT NOT NULL PRIMARY KEY,
   applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
@@ -267,7 +286,7 @@ SCHEMA_VERSION_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 def legacy_ddl() -> list[str]:
     """Every statement of the legacy schema, idempotent (IF NOT EXISTS), parents first."""
-    return [SCHEMA_VERSION_DDL, *(_create_table_sql(t) for t in TABLES), *ROUTING_DDL]
+    return [SCHEMA_VERSION_DDL, *(_create_table_sql(t) for t in TABLES), *ROUTING_DDL, *WRITE_PATH_DDL]
 
 
 def apply_legacy_schema(conn) -> int:
@@ -328,6 +347,7 @@ def cassandra_ddl(keyspace: str, replication: str | None = None) -> list[str]:
     - cdc_checkpoints: per country and run, the binlog positions the online mode's change reader has fully
       handled, furthest first, so a killed reader resumes from the furthest one (an older write arriving late
       cannot move it back).
+    - write_path_applied: per customer, the last write sequence a queue consumer applied here (replay).
     Provenance: every row and every partition's static part carry the run id that wrote it (`run_id`,
     `customer_run_id`), so a bad run's writes can be found.
     """
@@ -358,6 +378,8 @@ def cassandra_ddl(keyspace: str, replication: str | None = None) -> list[str]:
   country text, run_id text, log_seq bigint, log_pos bigint, log_file text, saved_at timestamp,
   counts map<text, bigint>,
   PRIMARY KEY ((country, run_id), log_seq, log_pos)) WITH CLUSTERING ORDER BY (log_seq DESC, log_pos DESC)""",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.write_path_applied (
+  customer_id bigint PRIMARY KEY, seq bigint, idempotency_key text, applied_at timestamp)""",
         f"""CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations (
   version int PRIMARY KEY, applied_at timestamp)""",
     ]

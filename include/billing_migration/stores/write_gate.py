@@ -27,6 +27,9 @@ Why it is built this way:
   routing row): in that case only, after the freeze commits, freeze() polls information_schema.INNODB_TRX
   for transactions in this database older than the freeze that modified rows and waits for them within
   the same timeout. On timeout the freeze is undone and a clear error raised.
+- The one exception: a session that sets `@bm_reverse_sync` may write a CUT-OVER country (legacy is then a
+  copy that only the write path's reverse sync maintains, `billing_migration.app.replay`); a country frozen
+  for a migration refuses every session.
 - Routing lives next to the data because the legacy application reads it; every action is an event row in
   `write_gate_events` (who, which run, why).
 """
@@ -47,7 +50,7 @@ from billing_migration.stores.schema import TABLES, Table
 log = logging.getLogger(__name__)
 
 ROLE = "mysql_gate"
-TRIGGER_VERSION = "bm_gate v2"
+TRIGGER_VERSION = "bm_gate v3"
 _OPS = {"INSERT": "bi", "UPDATE": "bu", "DELETE": "bd"}
 _ER_LOCK_WAIT_TIMEOUT = 1205
 _ER_LOCK_DEADLOCK = 1213
@@ -69,7 +72,7 @@ def _check_country_sql(country_expr: str) -> str:
   SELECT writes_frozen, serving_store, COALESCE(cutover_run_id, freeze_run_id)
     INTO v_frozen, v_store, v_run
     FROM country_routing WHERE country = {country_expr} LOCK IN SHARE MODE;
-  IF v_frozen = 1 OR v_store = 'cassandra' THEN
+  IF (v_store = 'cassandra' AND @bm_reverse_sync IS NULL) OR (v_store <> 'cassandra' AND v_frozen = 1) THEN
     SET v_msg = LEFT(CONCAT('billing writes for country ', {country_expr}, ' are frozen (migration run ',
                             IFNULL(v_run, '?'), IF(v_store = 'cassandra', '; served by cassandra', ''), ')'), 128);
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_msg;
