@@ -89,3 +89,12 @@ def test_the_matrix_table_has_a_row_per_case_and_the_command():
 def test_a_frozen_status_message_must_name_both_ways_out():
     assert faults.frozen_message_ok("NZ ... not running ... resume: ... give up: scripts/bm unfreeze NZ --reason")
     assert not faults.frozen_message_ok("NZ FROZEN")
+
+
+def test_a_static_field_drift_changes_one_customer_field():
+    for seed_no in range(8):  # every field the drift may pick
+        tables = {"customers": _table("customers", [_customer(c) for c in (10, 11, 12)])}
+        snaps = {"mysql": tables, "cassandra": dict(tables)}
+        drifted, cid = faults.DRIFT_KINDS["changed static (customer) field"](random.Random(seed_no), snaps)
+        (old, new), = _changed(snaps["cassandra"]["customers"], drifted["cassandra"]["customers"])
+        assert old["customer_id"] == cid and len({k for k in old if old[k] != new[k]}) == 1
