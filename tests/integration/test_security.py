@@ -33,3 +33,10 @@ def test_every_role_can_do_only_what_it_needs(cfg, legacy_db):
     write_gate.prepare(cfg)
     checks = faults.role_checks(cfg)
     assert [k for k, ok in checks.items() if not ok] == []
+
+
+def test_the_airflow_api_server_of_the_stack_binds_loopback_only():
+    """Airflow's default [api] host is 0.0.0.0: the stack's env file must pin it (standalone, api-server)."""
+    from airflow.configuration import conf
+
+    assert conf.get("api", "host") == "127.0.0.1"

@@ -956,6 +956,7 @@ def security_on(cfg: Config, workdir: Path) -> Outcome:
         f"no secret ({len(secret)}) in {len(sources)} task logs / reports / S3 objects": not leaks,
         f"personal data masked in {reports} reports": reports > 0 and not pii_leaks,
         f"{len(socks)} listening sockets of the stack, all on 127.0.0.1": bool(socks) and not public,
+        "the Airflow api-server binds 127.0.0.1 ([api] host)": _api_host() == "127.0.0.1",
     })
     failed = [k for k, v in checks.items() if not v]
     out.outcome = f"{len(checks) - len(failed)}/{len(checks)} checks pass"
@@ -963,6 +964,12 @@ def security_on(cfg: Config, workdir: Path) -> Outcome:
     out.detail = "; ".join(failed + leaks[:3] + pii_leaks[:3] + [str(p) for p in public[:3]])
     out.extra_figures = {"checks": checks}
     return out
+
+
+def _api_host() -> str:
+    from airflow.configuration import conf
+
+    return conf.get("api", "host")
 
 
 def run_security(keep: bool = False) -> Outcome:
