@@ -59,7 +59,7 @@ class Case:
     part: int
     fault: str  # kill9 | stop:<svc> | restart:<svc>
     recovery: str  # resume (clear the task and downstream) | unfreeze (scripts/bm unfreeze, then a new run)
-    customers: int = 200
+    customers: int = 300
 
 
 PROCESS_CASES = [
@@ -163,7 +163,7 @@ def _params(cfg: Config, mode: str, customers: int):
     from billing_migration.country import pipeline
 
     return pipeline.validate_params(cfg, COUNTRY, {"country": COUNTRY, "mode": mode, "parallelism": 1,
-                                                   "chunk_customers": max(50, customers // 3)})
+                                                   "chunk_customers": max(100, customers // 3)})
 
 
 def _install_hook(spec: dict[str, Any]) -> None:
@@ -490,7 +490,7 @@ def run_case(case: Case, keep: bool = False, given: Config | None = None) -> Out
     from billing_migration.devtools.appwriter import AppWriter
 
     out = Outcome(case.name)
-    with case_namespace(case.name.replace("_", "")[:12], keep, given) as cfg:
+    with case_namespace("".join(w[:3] for w in case.name.split("_")), keep, given) as cfg:
         seed(cfg, case.customers)
         workdir = WORK / cfg.namespace
         workdir.mkdir(parents=True, exist_ok=True)
