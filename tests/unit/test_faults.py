@@ -98,3 +98,11 @@ def test_a_static_field_drift_changes_one_customer_field():
         drifted, cid = faults.DRIFT_KINDS["changed static (customer) field"](random.Random(seed_no), snaps)
         (old, new), = _changed(snaps["cassandra"]["customers"], drifted["cassandra"]["customers"])
         assert old["customer_id"] == cid and len({k for k in old if old[k] != new[k]}) == 1
+
+
+def test_drift_is_planted_only_among_rows_unchanged_since_the_cutover(snaps):
+    late = _invoice(99, 10) | {"updated_at": T0 + dt.timedelta(days=2)}
+    snaps["cassandra"]["invoices"] = pa.concat_tables([snaps["cassandra"]["invoices"], _table("invoices", [late])])
+    out = faults.settled(snaps, (T0 + dt.timedelta(days=1)).replace(tzinfo=None))
+    assert 99 not in out["cassandra"]["invoices"]["invoice_id"].to_pylist()
+    assert out["cassandra"]["invoices"].num_rows == out["mysql"]["invoices"].num_rows == 6

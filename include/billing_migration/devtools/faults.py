@@ -249,6 +249,7 @@ class Run:
     run_id: str
     workdir: Path
     attempts: int = 0
+    in_process: bool = False  # recovery attempts in this process (the CI subset: no process start-up)
 
     def spawn(self, start: str, case: Case | None = None) -> tuple[subprocess.Popen, Path]:
         self.attempts += 1
@@ -264,6 +265,10 @@ class Run:
         return proc, marker
 
     def run(self, start: str = "begin", timeout: int = 600) -> int:
+        if self.in_process:
+            self.attempts += 1
+            return child_main({"run_id": self.run_id, "mode": self.mode, "customers": self.customers,
+                               "from": start, "lanes": str(self.workdir / f"{self.run_id}.lanes.json")})
         proc, _ = self.spawn(start)
         return proc.wait(timeout)
 
@@ -388,8 +393,19 @@ def gate_state(cfg: Config) -> str:
     return "cut_over" if st.cut_over else ("frozen" if st.writes_frozen else "writable")
 
 
-def bm(*args: str) -> subprocess.CompletedProcess:
-    return _sh([str(ROOT / "scripts" / "bm"), *args], timeout=120)
+def bm(*args: str, in_process: bool = False) -> subprocess.CompletedProcess:
+    """`scripts/bm ARGS`, or its `main()` in this process (same code and output, no start-up)."""
+    if not in_process:
+        return _sh([str(ROOT / "scripts" / "bm"), *args], timeout=120)
+    import contextlib
+    import io
+
+    from billing_migration import ops
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = ops.main(list(args))
+    return subprocess.CompletedProcess(["scripts/bm", *args], rc, out.getvalue(), err.getvalue())
 
 
 def frozen_message_ok(out: str) -> bool:
@@ -432,11 +448,11 @@ def _inject(case: Case, proc: subprocess.Popen) -> str:
         return "task process hung; killed -9"
 
 
-def _after_fault(cfg: Config, out: Outcome) -> str:
+def _after_fault(cfg: Config, out: Outcome, in_process: bool = False) -> str:
     """State right after the fault: cut over, writable on legacy, or frozen with the way out printed."""
     state = gate_state(cfg)
     if state == "frozen":
-        shown = bm("status", COUNTRY)
+        shown = bm("status", COUNTRY, in_process=in_process)
         if shown.returncode or not frozen_message_ok(shown.stdout):
             out.detail += f" | bm status unclear: {shown.stdout[-600:]} {shown.stderr[-300:]}"
             return "frozen, NO clear recovery message"
@@ -454,7 +470,7 @@ def _recover(cfg: Config, case: Case, run: Run, out: Outcome) -> int:
     state = gate_state(cfg)
     steps = []
     if state == "frozen" and case.recovery == "unfreeze":
-        u = bm("unfreeze", COUNTRY, "--reason", f"faults: {case.name}")
+        u = bm("unfreeze", COUNTRY, "--reason", f"faults: {case.name}", in_process=run.in_process)
         steps.append("scripts/bm unfreeze")
         if u.returncode or not app_write_ok(cfg):
             out.detail += f" | unfreeze failed: {u.stdout} {u.stderr}"
@@ -494,7 +510,8 @@ def run_case(case: Case, keep: bool = False, given: Config | None = None) -> Out
         seed(cfg, case.customers)
         workdir = WORK / cfg.namespace
         workdir.mkdir(parents=True, exist_ok=True)
-        run = Run(cfg, case.mode, case.customers, f"faults__{case.name}_{time.time_ns()}", workdir)
+        run = Run(cfg, case.mode, case.customers, f"faults__{case.name}_{time.time_ns()}", workdir,
+                  in_process=given is not None)
         writer = AppWriter(cfg, {COUNTRY: 1.0}, rate_per_s=20, seed=11)
         writer.start()
         try:
@@ -505,7 +522,7 @@ def run_case(case: Case, keep: bool = False, given: Config | None = None) -> Out
             if case.fault.startswith("stop:"):
                 out.extra_figures["service_down_s"] = round(time.monotonic() - t0, 1)
                 stack("start", case.fault.split(":")[1])
-            out.outcome = _after_fault(cfg, out)
+            out.outcome = _after_fault(cfg, out, run.in_process)
             rc = _recover(cfg, case, run, out)
             out.recover_s = round(time.monotonic() - t0, 1)
         finally:
@@ -723,9 +740,33 @@ def load_snaps(cfg: Config, day: str = NIGHT) -> Snaps:
                 for t in snapshot.SNAPSHOT_TABLES} for s in snapshot.STORES}
 
 
+def settled(snaps: Snaps, cutover_at) -> Snaps:
+    """Both snapshots without the rows changed after the cut-over (on either side): Cassandra is the truth
+    after it, so a change there is a legitimate write (`post_cutover_change`), never drift; drift is planted
+    among the rows both stores have held unchanged since."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from billing_migration.stores import schema
+
+    if cutover_at is None:
+        return snaps
+    cut = pa.scalar(cutover_at.replace(tzinfo=dt.UTC), pa.timestamp("ms", tz="UTC"))
+    key = {name: schema.TABLES_BY_NAME[name].key for name in snaps["mysql"]}
+    late: dict[str, set[int]] = {name: set() for name in key}
+    for tabs in snaps.values():
+        for name, t in tabs.items():
+            late[name].update(t.filter(pc.fill_null(pc.greater(t["updated_at"], cut), False))[key[name]].to_pylist())
+    return {store: {name: t.filter(pc.invert(pc.is_in(t[key[name]], pa.array(sorted(late[name]), pa.int64()))))
+                    for name, t in tabs.items()} for store, tabs in snaps.items()}
+
+
 def drift_trials(cfg: Config, snaps: Snaps, routing, trials: int, seed_no: int = 15) -> dict[str, Any]:
     """Each drift kind `trials` times at random rows, and `trials` clean nights; detection and naming rates."""
     rng = random.Random(seed_no)
+    snaps = settled(snaps, routing.cutover_at)
     client = _s3(cfg)
     out: dict[str, Any] = {"kinds": {}, "clean": {}}
     for kind, fn in DRIFT_KINDS.items():
@@ -1039,6 +1080,16 @@ def render(results: list[Outcome], command: str) -> str:
     return "\n".join(lines)
 
 
+def render_drift(res: dict[str, Any]) -> str:
+    """The drift matrix per kind: trials, detected, right customer named, only that customer named."""
+    lines = ["| drift kind | trials | detected | right customer named | only that customer named |",
+             "|---|---|---|---|---|"]
+    for kind, k in res["kinds"].items():
+        lines.append(f"| {kind} | {k['trials']} | {k['detected']} | {k['named']} | {k['named_only_it']} |")
+    lines.append(f"| clean nights (no drift) | {res['clean']['nights']} | {res['clean']['alarms']} alarms | - | - |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/faults", description=__doc__.split("\n\n")[0])
     ap.add_argument("--fast", action="store_true", help=f"the CI subset: {FAST_CASE}, then the drift matrix "
@@ -1058,6 +1109,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_named(name, trials, args.keep))
     command = "scripts/faults" + (" --fast" if args.fast else "") + "".join(f" --case {c}" for c in args.case)
     print(render(results, command))
+    for r in results:
+        if r.case == "drift_matrix" and "kinds" in r.extra_figures:
+            print("\n" + render_drift(r.extra_figures))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2, default=str))
     return 0 if all(r.ok for r in results) else 1
