@@ -3,14 +3,14 @@ independent check (our own SQL and CQL, not the pipeline's code) that no row was
 
     scripts/faults            the whole matrix (process faults, server faults, drift, security)
     scripts/faults --fast     the CI subset
-    scripts/faults --case kill9_offline_load --case drift
+    scripts/faults --case kill9_offline_load --case drift_matrix --trials 10
 
 Each case runs in its own namespace (BM_NAMESPACE: database, keyspace, S3 prefix), dropped afterwards.
 The run's tasks run in a child process that this module starts as a task runner would (one process per
 attempt, the DAG's task order and teardown); a fault hook in that child writes a marker at a chosen point
 of a step and the parent then kills it with SIGKILL, or stops a server with `scripts/stack stop`. Why a
 child and not a scheduler: a killed task's freeze is only released by the scheduler after the heartbeat
-timeout (5 min); the state a kill leaves and its recovery are the same, and a case takes seconds.
+timeout (5 min); the state a kill leaves and its recovery are the same, and a case takes minutes, not ten.
 Server faults stop only this checkout's stack (pidfiles): never run it against a shared stack.
 """
 
