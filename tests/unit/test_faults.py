@@ -106,3 +106,12 @@ def test_drift_is_planted_only_among_rows_unchanged_since_the_cutover(snaps):
     out = faults.settled(snaps, (T0 + dt.timedelta(days=1)).replace(tzinfo=None))
     assert 99 not in out["cassandra"]["invoices"]["invoice_id"].to_pylist()
     assert out["cassandra"]["invoices"].num_rows == out["mysql"]["invoices"].num_rows == 6
+
+
+def test_planned_chunks_tile_every_customer_id():
+    from billing_migration.country.pipeline import MAX_CUSTOMER_ID, tile
+    from billing_migration.records import Chunk
+
+    out = tile([Chunk(0, 5, 9, 3), Chunk(1, 12, 20, 3), Chunk(2, 25, 30, 2)])
+    assert [(c.lo, c.hi) for c in out] == [(0, 9), (10, 20), (21, MAX_CUSTOMER_ID)]
+    assert [c.customers for c in out] == [3, 3, 2] and tile([]) == []
