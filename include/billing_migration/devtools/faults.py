@@ -1026,7 +1026,7 @@ def run_security(keep: bool = False) -> Outcome:
         return security_on(cfg, workdir)
 
 
-def run_fast(cfg: Config | None = None, keep: bool = False, trials: int = 2) -> list[Outcome]:
+def run_fast(cfg: Config | None = None, keep: bool = False, trials: int = 1) -> list[Outcome]:
     """The CI subset, chained on one country: kill -9 while frozen in the online cut-over and its recovery,
     then the drift matrix (`trials` per kind) on its snapshots, then the security checks."""
     case = next(c for c in PROCESS_CASES if c.name == FAST_CASE)
@@ -1095,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help=f"the CI subset: {FAST_CASE}, then the drift matrix "
                     "and the security checks on the same country")
     ap.add_argument("--case", action="append", default=[], help=f"one case (repeatable): {', '.join(ALL)}")
-    ap.add_argument("--trials", type=int, default=None, help="drift trials per kind (default 10, 2 with --fast)")
+    ap.add_argument("--trials", type=int, default=None, help="drift trials per kind (default 10, 1 with --fast)")
     ap.add_argument("--json", help="write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep each case's namespace (for a post-mortem)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -1103,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         spec = json.loads(args.child)
         return _nightly_child(spec) if spec.get("nightly") else child_main(spec)
-    trials = args.trials or (2 if args.fast else 10)
+    trials = args.trials or (1 if args.fast else 10)
     results = run_fast(None, args.keep, trials) if args.fast else []
     for name in [] if args.fast else (args.case or ALL):
         results.append(run_named(name, trials, args.keep))
