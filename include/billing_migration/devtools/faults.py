@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1029,7 +1029,7 @@ def run_security(keep: bool = False) -> Outcome:
 def run_fast(cfg: Config | None = None, keep: bool = False, trials: int = 1) -> list[Outcome]:
     """The CI subset, chained on one country: kill -9 while frozen in the online cut-over and its recovery,
     then the drift matrix (`trials` per kind) on its snapshots, then the security checks."""
-    case = next(c for c in PROCESS_CASES if c.name == FAST_CASE)
+    case = replace(next(c for c in PROCESS_CASES if c.name == FAST_CASE), customers=200)  # 2 chunks
     with case_namespace("fast", keep, cfg) as c:
         out = [_timed(FAST_CASE, lambda: run_case(case, keep, c))]
         out.append(_timed("drift_matrix", lambda: drift_on(c, trials)))
