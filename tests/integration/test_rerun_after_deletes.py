@@ -49,7 +49,7 @@ def test_customers_deleted_from_legacy_since_an_earlier_load_are_removed_whereve
     from billing_migration.country import export, pipeline
     from billing_migration.stores import write_gate
 
-    fresh_countries(250, {COUNTRY: 1.0}, seed=21)
+    fresh_countries(150, {COUNTRY: 1.0}, seed=21)  # 2 chunks
     p = _params(cfg)
     first = f"manual__deletes_a_{os.getpid()}_{time.time_ns()}"
     pipeline.disable_writes(cfg, p, first)
