@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,12 +88,27 @@ def plan(cfg: Config, p: RunParams, run_id: str) -> list[Lane]:
             log.info("dry run: reset=%s not applied (a dry run changes no target data)", p.reset)
         elif p.reset != "none":
             load.delete_country(cfg, p.country, table=None if p.reset == "country" else p.reset)
-        chunks[:] = [Chunk.from_dict(c) for c in export.plan_chunks(cfg, p.country, p.chunk_customers)]
+        chunks[:] = tile([Chunk.from_dict(c) for c in export.plan_chunks(cfg, p.country, p.chunk_customers)])
         export.export_plans(cfg, p.country, run_id)
         return {"chunks": len(chunks), "customers": sum(c.customers for c in chunks)}
 
     step(cfg, p.country, run_id, "plan", _plan)
     return Lane.split(chunks, p.parallelism)
+
+
+MAX_CUSTOMER_ID = 2**63 - 1  # Cassandra's bigint
+
+
+def tile(chunks: list[Chunk]) -> list[Chunk]:
+    """Stretch the chunks' id ranges to cover every id: the first from 0, each up to the next one's start,
+    the last to the largest id.
+
+    Compare finds target-only customers by reading the target's index over the chunk's range. A customer
+    the target still holds but legacy deleted (loaded by an earlier, failed run) can have any id, also one
+    below, between or above the ranges of the ids legacy has now: untiled, it would outlive the cut-over.
+    """
+    return [replace(c, lo=0 if i == 0 else chunks[i - 1].hi + 1,
+                    hi=MAX_CUSTOMER_ID if i == len(chunks) - 1 else c.hi) for i, c in enumerate(chunks)]
 
 
 def _utc(value: Any) -> datetime | None:

@@ -45,7 +45,7 @@ from typing import Any
 
 from billing_migration.config import Config, normalize_country
 from billing_migration.stores import connections
-from billing_migration.stores.schema import TABLES, Table
+from billing_migration.stores.schema import TABLES, TABLES_BY_NAME, Table
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +132,56 @@ def _trigger_bodies(cur) -> dict[str, str]:
     return {name: body or "" for name, body in cur.fetchall()}
 
 
-def _stale(have: dict[str, str]) -> list[tuple[Table, str]]:
-    """(table, operation) of every guard trigger missing or of an older version."""
-    return [(t, op) for t in TABLES for op in _OPS if TRIGGER_VERSION not in have.get(trigger_name(t.name, op), "")]
+# The routing and its events are the gate itself: the legacy application's account can write billing tables
+# (SELECT, INSERT, UPDATE, DELETE on the whole database) and so could unfreeze a country by one UPDATE. These
+# triggers let only the gate's own accounts (the mysql_gate and mysql_admin connections' logins) write them.
+ROUTING_GUARD_VERSION = "bm_gate routing v1"
+ROUTING_TABLES = ("country_routing", "write_gate_events")
+ROUTING_WRITER_ROLES = ("mysql_gate", "mysql_admin")
+
+
+def routing_writers(cfg: Config) -> list[str]:
+    """MySQL user names allowed to write routing and gate events: the gate's and the admin's logins."""
+    from airflow.sdk import BaseHook
+
+    return sorted({BaseHook.get_connection(cfg.connections[r]).login for r in ROUTING_WRITER_ROLES
+                   if r in cfg.connections} - {None, ""})
+
+
+def routing_trigger_sql(table: str, op: str, users: list[str]) -> str:
+    """The guard of a routing table: refuse any account but the gate's (SIGNAL, before the write)."""
+    allowed = ", ".join("'" + u.replace("\\", "\\\\").replace("'", "''") + "'" for u in users)
+    return f"""CREATE OR REPLACE TRIGGER `{trigger_name(table, op)}` BEFORE {op} ON `{table}`
+FOR EACH ROW
+BEGIN
+  /* {ROUTING_GUARD_VERSION}: routing changes only through the write gate (billing_migration.stores.write_gate) */
+  IF SUBSTRING_INDEX(USER(), '@', 1) NOT IN ({allowed or "''"}) THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT =
+      'country routing and gate events change only through the write gate (scripts/bm, the migration DAG)';
+  END IF;
+END"""
+
+
+def _stale(have: dict[str, str]) -> list[tuple[str, str]]:
+    """(table name, operation) of every guard trigger missing or of an older version."""
+    billing = [(t.name, op) for t in TABLES for op in _OPS
+               if TRIGGER_VERSION not in have.get(trigger_name(t.name, op), "")]
+    return billing + [(t, op) for t in ROUTING_TABLES for op in _OPS
+                      if ROUTING_GUARD_VERSION not in have.get(trigger_name(t, op), "")]
 
 
 def missing_triggers(cfg: Config) -> list[str]:
     """Names of the guard triggers that are missing or outdated (empty: the gate is installed)."""
     with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
-        return [trigger_name(t.name, op) for t, op in _stale(_trigger_bodies(cur))]
+        return [trigger_name(t, op) for t, op in _stale(_trigger_bodies(cur))]
 
 
-def _install(cur, table: Table, op: str, deadline: float) -> int:
+def _sql(table: str, op: str, users: list[str]) -> str:
+    return routing_trigger_sql(table, op, users) if table in ROUTING_TABLES else \
+        trigger_sql(TABLES_BY_NAME[table], op)
+
+
+def _install(cur, table: str, op: str, deadline: float, users: list[str]) -> int:
     """Create one trigger without ever waiting for a metadata lock; returns the number of retries.
 
     With lock_wait_timeout = 0 the DDL fails at once (ER_LOCK_WAIT_TIMEOUT) instead of queueing when any
@@ -152,15 +190,15 @@ def _install(cur, table: Table, op: str, deadline: float) -> int:
     retries, pause = 0, 0.01
     while True:
         try:
-            cur.execute(trigger_sql(table, op))
+            cur.execute(_sql(table, op, users))
             return retries
         except Exception as exc:
             if _errno(exc) not in (_ER_LOCK_WAIT_TIMEOUT, _ER_LOCK_DEADLOCK):
                 raise
             if time.monotonic() >= deadline:
                 raise WriteGateError(
-                    f"could not install guard trigger {trigger_name(table.name, op)}: transactions kept "
-                    f"`{table.name}` busy without a pause for the whole prepare timeout; nothing was frozen. "
+                    f"could not install guard trigger {trigger_name(table, op)}: transactions kept "
+                    f"`{table}` busy without a pause for the whole prepare timeout; nothing was frozen. "
                     "Retry `scripts/bm prepare` at a quieter time") from exc
         retries += 1
         time.sleep(pause * random.uniform(0.5, 1.5))
@@ -177,10 +215,11 @@ def prepare(cfg: Config, timeout_s: int = 120) -> PrepareResult:
     t0 = time.monotonic()
     with connections.mysql_conn(ROLE, cfg, autocommit=True) as conn, conn.cursor() as cur:
         todo = _stale(_trigger_bodies(cur))
+        users = routing_writers(cfg) if todo else []
         if todo:
             cur.execute("SET SESSION lock_wait_timeout = 0")
-        retries = sum(_install(cur, t, op, t0 + timeout_s) for t, op in todo)
-    out = PrepareResult(tuple(trigger_name(t.name, op) for t, op in todo), retries, round(time.monotonic() - t0, 3))
+        retries = sum(_install(cur, t, op, t0 + timeout_s, users) for t, op in todo)
+    out = PrepareResult(tuple(trigger_name(t, op) for t, op in todo), retries, round(time.monotonic() - t0, 3))
     if todo:
         log.info("write gate prepared: %d guard trigger(s) installed in %.3fs (%d retries)",
                  len(todo), out.seconds, retries)
@@ -326,7 +365,7 @@ def _lock_and_freeze(conn, cur, country: str, actor: str, run_id: str, drain_tim
     if before.cut_over:
         conn.rollback()
         return before, None
-    stale = [trigger_name(t.name, op) for t, op in _stale(_trigger_bodies(cur))]
+    stale = [trigger_name(t, op) for t, op in _stale(_trigger_bodies(cur))]
     if stale:  # never DDL with the routing row locked: refuse instead
         conn.rollback()
         raise WriteGateError(_not_prepared(stale))
