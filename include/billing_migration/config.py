@@ -249,6 +249,38 @@ def _waves(raw: Any, countries: dict[str, StageSettings]) -> WavesSettings | Non
     return w
 
 
+# ---- Cassandra cluster settings (`cassandra:` of migration.yaml) ----
+CONSISTENCY_LEVELS = ("ONE", "TWO", "QUORUM", "LOCAL_QUORUM", "LOCAL_ONE", "EACH_QUORUM", "ALL")
+
+
+class CassandraSettings(BaseModel):
+    """Consistency of the migration's writes and reads, and the keyspace's replication factor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    write_consistency: Literal[CONSISTENCY_LEVELS] = Field(  # type: ignore[valid-type]
+        "LOCAL_QUORUM", title="Write consistency", description="Load and re-migration writes.")
+    read_consistency: Literal[CONSISTENCY_LEVELS] = Field(  # type: ignore[valid-type]
+        "LOCAL_QUORUM", title="Read consistency", description="Compare, snapshot and every other read.")
+    replication_factor: int = _int(1, 1, 9, "Replication factor",
+                                   "SimpleStrategy replication of a keyspace the migration creates "
+                                   "(BM_CASSANDRA_REPLICATION_FACTOR overrides it).")
+
+    @property
+    def replication(self) -> str:
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+
+
+def _cassandra(raw: Any) -> CassandraSettings:
+    raw = dict(raw or {})
+    if os.environ.get("BM_CASSANDRA_REPLICATION_FACTOR"):
+        raw["replication_factor"] = int(os.environ["BM_CASSANDRA_REPLICATION_FACTOR"])
+    try:
+        return CassandraSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise model_errors(exc, "cassandra", CassandraSettings) from None
+
+
 @dataclass(frozen=True)
 class Pool:
     name: str
@@ -266,6 +298,7 @@ class Config:
     pools: dict[str, Pool] = field(default_factory=dict)
     namespace: str = ""
     waves: WavesSettings | None = None
+    cassandra: CassandraSettings = field(default_factory=CassandraSettings)
 
     @property
     def s3_prefix(self) -> str:
@@ -335,6 +368,7 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
         pools=pools,
         namespace=namespace,
         waves=_waves(raw.get("waves"), countries),
+        cassandra=_cassandra(raw.get("cassandra")),
     )
 
 

@@ -71,3 +71,25 @@ def test_cdc_account_has_replication_and_select_only():
     assert "CREATE USER IF NOT EXISTS 'bm_cdc'@'%' IDENTIFIED BY '${BM_MYSQL_CDC_PASSWORD}';" in init
     assert grants == ["GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'bm_cdc'@'%';",
                       "GRANT SELECT ON \\`billing%\\`.* TO 'bm_cdc'@'%';"]
+
+
+def test_two_celery_workers_and_a_two_node_cassandra_like_the_local_scale_out():
+    services = COMPOSE["services"]
+    workers = [n for n, s in services.items() if "celery worker" in str(s.get("command", ""))]
+    assert len(workers) == 2
+    names = {services[w]["command"].split("--celery-hostname ")[1].split()[0] for w in workers}
+    assert names == {"worker-a@%h", "worker-b@%h"}
+    for w in workers:  # the celery 5.7 / provider 3.26 shim scripts/celery-wave also installs
+        assert "./stack/airflow/config:/opt/airflow/config:ro" in services[w]["volumes"]
+    assert (ROOT / "stack" / "airflow" / "config" / "airflow_local_settings.py").exists()
+    assert services["cassandra-2"]["environment"]["CASSANDRA_SEEDS"] == "cassandra"
+    env = services["airflow-worker"]["environment"]
+    assert json.loads(re.sub(r"\$\{[^}]*:-([^}]*)\}", r"\1", env["AIRFLOW_CONN_BILLING_CASSANDRA"]))["host"] == \
+        "cassandra,cassandra-2"
+    assert env["BM_CASSANDRA_REPLICATION_FACTOR"] == "2"
+    assert "--celery" in STACK and "--cassandra-nodes" in STACK and "BM_REDIS_PORT" in STACK
+
+
+def test_every_stack_service_port_comes_from_an_env_variable():
+    for var in ("BM_MYSQL_PORT", "BM_CASSANDRA_PORT", "BM_S3_PORT", "BM_REDIS_PORT"):
+        assert f"${{{var}:-" in STACK, var
