@@ -60,7 +60,10 @@ if SETTINGS is not None:
 
         @task(trigger_rule="all_done")
         def summary(waves_plan) -> dict:
-            return waves.summary(CFG, _run_id(), waves_plan)
+            ctx = get_current_context()
+            states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
+            mine = {k: v for k, v in states.get(ctx["run_id"], {}).items() if k != "summary"}
+            return waves.summary(CFG, _run_id(), waves_plan, mine)
 
         waves_plan = plan()
         validate_params() >> waves_plan

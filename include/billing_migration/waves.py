@@ -239,6 +239,9 @@ def run_lane(cfg: Config, p: WaveParams, wave_run_id: str, lane: dict[str, Any],
                                    {**p.country_conf, "country": country})
         except WaveHalted as exc:
             raise halt(cfg, wave_run_id, lane["wave"], country, str(exc)) from None
+        except Exception as exc:  # could not start or follow the run: halt too, so no other lane goes on
+            raise halt(cfg, wave_run_id, lane["wave"], country,
+                       f"could not run migrate_billing_{country.lower()}: {type(exc).__name__}: {exc}") from exc
         out = {**judge(cfg, p, country, run_id, state), "wave": lane["wave"],
                "seconds": round(time.monotonic() - t0, 1)}
         _put(cfg, wave_prefix(cfg, wave_run_id) + f"outcomes/{country}.json", out)
@@ -288,11 +291,16 @@ def close_wave(cfg: Config, p: WaveParams, wave_run_id: str, wave: str) -> dict[
     return {"wave": wave, "countries": sorted(ran), "reconciled": results}
 
 
-def summary(cfg: Config, wave_run_id: str, waves_plan: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The run's outcome per country; fails with the halt message if the waves halted."""
+def summary(cfg: Config, wave_run_id: str, waves_plan: list[dict[str, Any]] | None,
+            task_states: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's outcome per country; fails with the halt message if the waves halted (or, without one,
+    naming the tasks that failed)."""
     outs = outcomes(cfg, wave_run_id)
     if (h := halt_record(cfg, wave_run_id)) is not None:
         raise WaveHalted(h["message"])
+    failed = sorted(t for t, st in (task_states or {}).items() if st in ("failed", "upstream_failed"))
+    if failed:
+        raise WaveHalted(f"waves stopped: task(s) {failed} did not succeed (see their logs)")
     lines = [f"{w['wave']}: ran {w['run'] or '-'}, already cut over {w['already_cut_over'] or '-'}"
              for w in waves_plan or []]
     log.info("waves done:\n%s", "\n".join(lines))
@@ -300,6 +308,11 @@ def summary(cfg: Config, wave_run_id: str, waves_plan: list[dict[str, Any]] | No
 
 
 # ------------------------------------------------------------------------------------------ Airflow runner
+def _state(value: Any) -> str:
+    """A DAG run state as its plain value (the task SDK returns an Enum whose str() is 'DagRunState.X')."""
+    return str(getattr(value, "value", value))
+
+
 def airflow_runner(ti: Any, poke_interval_s: int) -> Runner:
     """Trigger the country's DAG run through the task SDK and wait for it (what TriggerDagRunOperator with
     wait_for_completion does, once per country of the lane); the run keeps its own history and UI."""
@@ -318,7 +331,7 @@ def airflow_runner(ti: Any, poke_interval_s: int) -> Runner:
         if isinstance(msg, ErrorResponse) and msg.error != ErrorType.DAGRUN_ALREADY_EXISTS:
             raise RuntimeError(f"could not trigger {dag_id}: {msg.error} {msg.detail}")
         log.info("triggered %s run %s", dag_id, run_id)
-        while (state := str(ti.get_dagrun_state(dag_id, run_id))) not in ("success", "failed"):
+        while (state := _state(ti.get_dagrun_state(dag_id, run_id))) not in ("success", "failed"):
             time.sleep(poke_interval_s)
         return run_id, state
 
