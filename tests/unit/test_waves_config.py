@@ -61,3 +61,11 @@ def test_wave_dag_runs_each_wave_after_the_previous_one_closed():
     assert dag.get_task("canary.lanes").upstream_task_ids == {"plan"}
     assert dag.get_task("summary").trigger_rule == "all_done"
     assert set(dag.params) == set(waves.WaveParams.model_fields)
+
+
+def test_dag_run_state_from_the_task_sdk_is_read_as_its_value():
+    from airflow.sdk.api.datamodels._generated import DagRunState  # what ti.get_dagrun_state returns
+
+    assert str(DagRunState.SUCCESS) != "success"  # 'DagRunState.SUCCESS': a lane would poll forever
+    assert waves._state(DagRunState.SUCCESS) == "success"
+    assert waves._state("failed") == "failed"
