@@ -27,7 +27,7 @@ bench:
 	scripts/bench
 
 # A wave of two countries through a scheduler and two Celery workers (starts the stack with Redis; not part of
-# `make test`: 6-8 min on the 2-core CI host).
+# `make test`: ~20 min on the loaded 2-core CI host).
 celery-wave:
 	scripts/celery-wave
 

@@ -4,7 +4,8 @@ both countries cut over, the wave's reconciliation and an independent compare ar
 a local file behind; it stops everything it started and drops its namespace.
 
 Not in the default run: starting five Airflow processes and running two country DAGs task by task through
-Celery takes 6-8 minutes on the loaded 2-core CI host, over the 4 minutes this feature may add. Run it with
+Celery took 19.6 minutes on the loaded 2-core CI host (Airflow up 2.3 min, the wave 11.5 min), far over
+the 4 minutes this feature may add to the default run. Run it with
 `make celery-wave` (the script alone) or `BM_CELERY_WAVE=1 pytest tests/integration/test_celery_wave.py`
 after `scripts/stack up --celery`."""
 
