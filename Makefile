@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (set up, migrate a demo country, print the report) and `make test`.
-.PHONY: demo test test-ui stack-up stack-down stack-status lint lock bench
+.PHONY: demo test test-ui stack-up stack-down stack-status lint lock bench celery-wave cassandra-cluster
 
 demo:
 	scripts/demo
@@ -29,3 +29,12 @@ lock:
 
 bench:
 	scripts/bench
+
+# A wave of two countries through a scheduler and two Celery workers (starts the stack with Redis; not part of
+# `make test`: ~20 min on the loaded 2-core CI host).
+celery-wave:
+	scripts/celery-wave
+
+# Two Cassandra nodes, replication factor 2: the migration tests against the cluster (not in `make test`).
+cassandra-cluster:
+	scripts/cassandra-cluster

@@ -209,6 +209,91 @@ def param_specs(country: str, settings: StageSettings) -> dict[str, dict[str, An
     return specs
 
 
+# ---- canary waves (the migration_waves DAG; its logic is billing_migration.waves) ----
+CANARY_MAX_COUNTRIES = 2
+
+
+class WaveSpec(BaseModel):
+    """One wave: a name and the countries migrated in it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")
+    countries: list[str] = Field(min_length=1)
+
+
+class WavesSettings(BaseModel):
+    """`waves:` of migration.yaml: the order countries move in, and the defaults of the wave DAG's params."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = _int(2, 1, 32, "Countries at once", "Countries of a wave migrating at the same time.")
+    max_rejects: int = _int(0, 0, 10**12, "Rejects per country",
+                            "Halt the waves when a country's run rejected more records than this.")
+    halt_on_drift: bool = Field(True, strict=True, title="Halt on drift",
+                                description="Reconcile the countries a wave cut over (whole-country compare of "
+                                            "the frozen legacy copy and Cassandra) and halt on any difference.")
+    poke_interval_s: int = _int(10, 1, 600, "Poll interval (s)", "How often a wave checks its country runs.")
+    plan: list[WaveSpec] = Field(min_length=1)
+
+
+def _waves(raw: Any, countries: dict[str, StageSettings]) -> WavesSettings | None:
+    """Validate `waves:`: a canary first (at most CANARY_MAX_COUNTRIES), configured countries, each once."""
+    if raw is None:
+        return None
+    try:
+        w = WavesSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise model_errors(exc, "waves", WavesSettings) from None
+    if w.plan[0].name != "canary" or len(w.plan[0].countries) > CANARY_MAX_COUNTRIES:
+        raise ConfigError(f"waves.plan: the first wave must be named 'canary' and hold at most "
+                          f"{CANARY_MAX_COUNTRIES} countries, got {w.plan[0].name!r} with {w.plan[0].countries}")
+    seen: dict[str, str] = {}
+    for spec in w.plan:
+        for code in spec.countries:
+            if code not in countries:
+                raise ConfigError(f"waves.plan.{spec.name}: {code!r} is not a configured country "
+                                  f"(countries: {sorted(countries)})")
+            if code in seen:
+                raise ConfigError(f"waves.plan: {code} is in wave {seen[code]!r} and in {spec.name!r}")
+            seen[code] = spec.name
+    if len({s.name for s in w.plan}) != len(w.plan):
+        raise ConfigError(f"waves.plan: wave names must be unique, got {[s.name for s in w.plan]}")
+    return w
+
+
+# ---- Cassandra cluster settings (`cassandra:` of migration.yaml) ----
+CONSISTENCY_LEVELS = ("ONE", "TWO", "QUORUM", "LOCAL_QUORUM", "LOCAL_ONE", "EACH_QUORUM", "ALL")
+
+
+class CassandraSettings(BaseModel):
+    """Consistency of the migration's writes and reads, and the keyspace's replication factor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    write_consistency: Literal[CONSISTENCY_LEVELS] = Field(  # type: ignore[valid-type]
+        "LOCAL_QUORUM", title="Write consistency", description="Load and re-migration writes.")
+    read_consistency: Literal[CONSISTENCY_LEVELS] = Field(  # type: ignore[valid-type]
+        "LOCAL_QUORUM", title="Read consistency", description="Compare, snapshot and every other read.")
+    replication_factor: int = _int(1, 1, 9, "Replication factor",
+                                   "SimpleStrategy replication of a keyspace the migration creates "
+                                   "(BM_CASSANDRA_REPLICATION_FACTOR overrides it).")
+
+    @property
+    def replication(self) -> str:
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+
+
+def _cassandra(raw: Any) -> CassandraSettings:
+    raw = dict(raw or {})
+    if os.environ.get("BM_CASSANDRA_REPLICATION_FACTOR"):
+        raw["replication_factor"] = int(os.environ["BM_CASSANDRA_REPLICATION_FACTOR"])
+    try:
+        return CassandraSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise model_errors(exc, "cassandra", CassandraSettings) from None
+
+
 @dataclass(frozen=True)
 class Pool:
     name: str
@@ -252,6 +337,8 @@ class Config:
     pools: dict[str, Pool] = field(default_factory=dict)
     namespace: str = ""
     queues: QueueSettings = field(default_factory=QueueSettings)
+    waves: WavesSettings | None = None
+    cassandra: CassandraSettings = field(default_factory=CassandraSettings)
 
     @property
     def s3_prefix(self) -> str:
@@ -321,6 +408,8 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
         pools=pools,
         namespace=namespace,
         queues=_queue_settings(raw.get("queues")),
+        waves=_waves(raw.get("waves"), countries),
+        cassandra=_cassandra(raw.get("cassandra")),
     )
 
 

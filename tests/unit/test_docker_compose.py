@@ -85,3 +85,25 @@ def test_elasticmq_service_and_sqs_connection_match_the_stack():
         assert setting in conf and setting in STACK, f"queued writes must survive a restart: {setting}"
     assert 'SQS_PORT="${BM_SQS_PORT:-9324}"' in STACK and "org.elasticmq" in (
         ROOT / "stack" / "elasticmq" / "pom.xml").read_text()
+
+
+def test_two_celery_workers_and_a_two_node_cassandra_like_the_local_scale_out():
+    services = COMPOSE["services"]
+    workers = [n for n, s in services.items() if "celery worker" in str(s.get("command", ""))]
+    assert len(workers) == 2
+    names = {services[w]["command"].split("--celery-hostname ")[1].split()[0] for w in workers}
+    assert names == {"worker-a@%h", "worker-b@%h"}
+    for w in workers:  # the celery 5.7 / provider 3.26 shim scripts/celery-wave also installs
+        assert "./stack/airflow/config:/opt/airflow/config:ro" in services[w]["volumes"]
+    assert (ROOT / "stack" / "airflow" / "config" / "airflow_local_settings.py").exists()
+    assert services["cassandra-2"]["environment"]["CASSANDRA_SEEDS"] == "cassandra"
+    env = services["airflow-worker"]["environment"]
+    assert json.loads(re.sub(r"\$\{[^}]*:-([^}]*)\}", r"\1", env["AIRFLOW_CONN_BILLING_CASSANDRA"]))["host"] == \
+        "cassandra,cassandra-2"
+    assert env["BM_CASSANDRA_REPLICATION_FACTOR"] == "2"
+    assert "--celery" in STACK and "--cassandra-nodes" in STACK and "BM_REDIS_PORT" in STACK
+
+
+def test_every_stack_service_port_comes_from_an_env_variable():
+    for var in ("BM_MYSQL_PORT", "BM_CASSANDRA_PORT", "BM_S3_PORT", "BM_SQS_PORT", "BM_REDIS_PORT"):
+        assert f"${{{var}:-" in STACK, var

@@ -154,7 +154,6 @@ class AsyncWriter:
 
 
 def _prepare(session) -> dict[str, Any]:
-    from cassandra import ConsistencyLevel
 
     stmts = {
         "delete": "DELETE FROM customer_billing USING TIMESTAMP ? WHERE customer_id = ?",
@@ -169,7 +168,7 @@ def _prepare(session) -> dict[str, Any]:
     out = {}
     for name, cql in stmts.items():
         p = session.prepare(cql)
-        p.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+        p.consistency_level = connections.consistency("write")
         out[name] = p
     return out
 
@@ -302,12 +301,13 @@ def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
     appended as already-serialized (query id, values) entries, which is what add() stores after binding:
     binding 40 columns per row in Python was half the load's CPU.
     """
-    from cassandra import ConsistencyLevel
     from cassandra.marshal import int64_pack
     from cassandra.query import BatchStatement, BatchType
 
+    level = connections.consistency("write")
+
     def new_batch():
-        return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=level)
 
     n = rows.num_rows
     if n == 0:
@@ -338,11 +338,12 @@ def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
 
 def _customer_batches_bound(rows: pa.Table, prepared: dict[str, Any], run_id: str):
     """customer_batches through BatchStatement.add (bind per row): only when column encryption is on."""
-    from cassandra import ConsistencyLevel
     from cassandra.query import BatchStatement, BatchType
 
+    level = connections.consistency("write")
+
     def new_batch():
-        return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=level)
 
     cust = rows.column("customer_id").to_numpy()
     starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]])
@@ -422,7 +423,6 @@ def load_chunk(cfg: Config, country: str, run_id: str, chunk: int, concurrency: 
 
 def load_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
     """Replace the country's plan catalogue (one partition) with the exported plans that pass validation."""
-    from cassandra import ConsistencyLevel
     from cassandra.query import BatchStatement, BatchType
 
     from billing_migration.country import transform
@@ -440,7 +440,7 @@ def load_plans(cfg: Config, country: str, run_id: str) -> dict[str, Any]:
         insert = session.prepare(f"INSERT INTO plans (country, {', '.join(cols)}, run_id) "
                                  f"VALUES ({', '.join(['?'] * (len(cols) + 2))}) USING TIMESTAMP ?")
         t = _now_us()
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=connections.consistency("write"))
         batch.add(delete, (t - 1, country))
         data = {c: good.column(c).to_pylist() for c in cols}
         for i in range(good.num_rows):

@@ -26,7 +26,7 @@ def ensure_legacy_database(cfg: Config) -> int:
 def ensure_keyspace(cfg: Config) -> int:
     """Create the namespace's keyspace if missing and apply the Cassandra model; returns its version."""
     with connections.cassandra_session(cfg, keyspace=False) as session:
-        return schema.apply_cassandra_schema(session, cfg.cassandra_keyspace)
+        return schema.apply_cassandra_schema(session, cfg.cassandra_keyspace, cfg.cassandra.replication)
 
 
 def ensure_bucket(cfg: Config) -> None:

@@ -95,8 +95,17 @@ def cassandra_cluster(cfg: Config | None = None):
         kwargs["port"] = int(conn.port)
     if conn.login:
         kwargs["auth_provider"] = PlainTextAuthProvider(username=conn.login, password=conn.password)
-    return Cluster(execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=policy)},
-                   **kwargs)
+    profile = ExecutionProfile(load_balancing_policy=policy,
+                               consistency_level=consistency("read", cfg or load_config()))
+    return Cluster(execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **kwargs)
+
+
+def consistency(kind: str = "write", cfg: Config | None = None) -> int:
+    """The driver's ConsistencyLevel for the migration's writes or reads (migration.yaml `cassandra:`)."""
+    from cassandra import ConsistencyLevel
+
+    c = (cfg or load_config()).cassandra
+    return getattr(ConsistencyLevel, c.write_consistency if kind == "write" else c.read_consistency)
 
 
 _TABLE_REF = re.compile(r"\b(FROM|INTO|UPDATE)(\s+)([A-Za-z_]\w*)\b(?!\s*\.)", re.IGNORECASE)
