@@ -212,6 +212,7 @@ class Config:
     countries: dict[str, StageSettings]
     pools: dict[str, Pool] = field(default_factory=dict)
     namespace: str = ""
+    progress_interval_s: float = 5.0  # seconds between progress lines of long work (billing_migration.progress)
 
     @property
     def s3_prefix(self) -> str:
@@ -271,6 +272,9 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
             raise ConfigError(f"countries: write {code!r} as {cc!r}")
         countries[cc] = _settings(overrides, defaults, f"countries.{cc}")
     pools = {k: Pool(str(v["name"]), int(v["slots"])) for k, v in (raw.get("pools") or {}).items()}
+    interval = raw.get("progress_interval_s", 5.0)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval <= 3600:
+        raise ConfigError(f"progress_interval_s must be a number of seconds in (0, 3600], got {interval!r}")
     return Config(
         connections={k: str(v) for k, v in conns.items()},
         s3_bucket=os.environ.get("BM_S3_BUCKET") or str(raw.get("s3_bucket", "billing-migration")),
@@ -280,6 +284,7 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
         countries=countries,
         pools=pools,
         namespace=namespace,
+        progress_interval_s=float(interval),
     )
 
 

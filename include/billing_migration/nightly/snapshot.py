@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from billing_migration.config import Config, normalize_country
+from billing_migration.progress import Progress, interval_of
 from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
@@ -230,6 +232,18 @@ def scan_rows(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) 
         yield dict(zip(cols, row, strict=True))
 
 
+PROGRESS_EVERY = 4096  # rows between progress checks (a check is a clock read)
+
+
+def token_fraction(customer_id: int, split: dict[str, int]) -> float:
+    """How far through its token range (lo, hi] a scan is at this partition (Murmur3, as Cassandra orders)."""
+    from cassandra.metadata import Murmur3Token
+
+    token = Murmur3Token.hash_fn(struct.pack(">q", int(customer_id)))
+    span = split["hi"] - split["lo"]
+    return (token - split["lo"]) / span if span > 0 else 1.0
+
+
 def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, int], countries: list[str],
                              fetch_size: int = 5000, client=None, session=None) -> dict[str, Any]:
     """Scan one token range and write, for every requested country, one Parquet part per table.
@@ -249,11 +263,14 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
         for cc in sorted(wanted):
             os.makedirs(os.path.join(tmp, cc))
             writers[cc] = {t.name: _PartWriter(t, os.path.join(tmp, cc)) for t in CUSTOMER_TABLES}
+        prog = Progress(f"snapshot split {split['split']}", interval=interval_of(cfg))
         with _session(cfg, session) as sess:
             sess.row_factory = tuple_factory
             last_customer = None
             for r in scan_rows(sess, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
                 scanned += 1
+                if not scanned % PROGRESS_EVERY:
+                    prog.update(PROGRESS_EVERY, fraction=token_fraction(r["customer_id"], split))
                 cc = r["country"]
                 if cc not in wanted:
                     skipped_other += 1
@@ -275,6 +292,9 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
             counts[cc] = {name: pw.finish(client, cfg.s3_bucket,
                                           snapshot_key(cfg, day, "cassandra", cc, name, split["split"]))
                           for name, pw in ws.items()}
+    prog.rows = scanned
+    prog.customers = sum(c["customers"] for c in counts.values())
+    prog.finish()
     elapsed = time.monotonic() - t0
     log.info("cassandra split %s: %d rows scanned in %.2fs (%.0f rows/s)", split["split"], scanned, elapsed,
              scanned / elapsed if elapsed else 0)
