@@ -3,13 +3,22 @@
 Why it is built this way:
 - Chunks are inclusive `customer_id` ranges computed in SQL (ROW_NUMBER over the (country, customer_id)
   index), so planning a country of millions never pulls every id into Python.
-- A chunk is read with the read-only `mysql_export` role inside ONE `START TRANSACTION WITH CONSISTENT
-  SNAPSHOT, READ ONLY`: the six tables of a chunk are one point in time even if a writer slipped past the
-  gate. That needs a single connection, hence the default engine is mysqlclient with a server-side cursor
-  (SSCursor); connectorx (`engine="connectorx"`, faster: BENCHMARKS.md) opens its own connection per query
-  and so cannot share the snapshot: only use it for a frozen country.
-- Streaming: rows arrive in batches of `batch_rows`, each batch becomes an Arrow record batch written through
-  the shared writer (s3io.ParquetUpload, one row group per batch), so memory is bounded by the batch.
+- Two read paths, chosen per mode (`engine_for`), because they differ in what they guarantee:
+  * offline (the country is frozen for the whole copy; engine "connectorx"): connectorx reads each table
+    straight into Arrow on its own connection (per-table reads, no shared snapshot), and reading, typing +
+    Parquet encoding, and hashing + upload overlap in three threads joined by a bounded queue (QUEUE_BATCHES
+    raw batches; finished files wait on local disk for the uploader), so memory stays flat. Per-table reads
+    are one point in time here because the write gate refuses every application write to the country before
+    the export starts and until cut-over: nothing can change between two tables' queries.
+  * writable country (online pre-copy, catch-up rounds, dry runs; engine "mysqlclient"): every table of a
+    chunk is read through ONE connection inside ONE `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`
+    (server-side cursor). The binlog capture does re-migrate every customer touched after its recorded
+    position, but per-table reads of a live country can still split a customer across two points in time
+    (a subscription and its invoice committed between the two queries give an invoice without its
+    subscription), which the transform rejects as a missing foreign key and the error budget counts before
+    catch-up could repair it. This export runs while the country is writable, outside any freeze, so its
+    speed costs customers nothing; its consistency would.
+  Both paths write the same files (same rows, types, values, row groups): tests/integration/test_export.py.
 - DATETIME/DATE/DECIMAL columns are selected as text (`CAST(col AS CHAR)`) and converted vectorised with an
   explicit Arrow schema (s3io.arrow_schema): exact decimals (never float) and zero/invalid dates that no
   driver can represent do not crash the export; they become null plus the marker column `_zero_date_cols`
