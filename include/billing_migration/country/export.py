@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -108,24 +109,44 @@ def to_arrow(table: schema.Table, columns: dict[str, pa.Array]) -> pa.RecordBatc
     return pa.RecordBatch.from_arrays(out, schema=s3io.arrow_schema(table))
 
 
+_SHAPE = {"date": (r"^\d{4}-\d{2}-\d{2}$", "1970-01-01", 3),
+          "timestamp": (r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", "1970-01-01 00:00:00", 6)}
+_FIELDS = ((pc.year, 0, 4), (pc.month, 5, 7), (pc.day, 8, 10), (pc.hour, 11, 13), (pc.minute, 14, 16),
+           (pc.second, 17, 19))
+
+
 def _parse_datetime(raw: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
-    """Parse MySQL text dates; returns (values, invalid flag). Invalid = non-null text that is no real date."""
+    """Parse MySQL text dates; returns (values, invalid flag). Invalid = non-null text that is no real date.
+
+    strptime normalises 2024-02-30 to 2024-03-01, so a value is valid only if the text has the canonical
+    shape and every field of the parsed value equals the text's (field by field: formatting the values
+    back with strftime loads the time-zone database and costs ~30 µs a value).
+    """
+    pattern, filler, n_fields = _SHAPE[kind]
+    head = pc.utf8_slice_codeunits(raw, 0, len(filler))
+    try:  # the common case, every value a real date: Arrow's strict ISO cast, ~50x faster than strptime
+        parsed = head.cast(pa.timestamp("s"))
+        exact = True
+    except pa.ArrowInvalid:  # a zero or invalid date somewhere in the batch: value by value below
+        fmt = "%Y-%m-%d" if kind == "date" else "%Y-%m-%d %H:%M:%S"
+        parsed = pc.strptime(head, format=fmt, unit="s", error_is_null=True)
+        exact = False
     if kind == "date":
-        head = pc.utf8_slice_codeunits(raw, 0, 10)
-        parsed = pc.strptime(head, format="%Y-%m-%d", unit="s", error_is_null=True)
-        back = pc.strftime(parsed, format="%Y-%m-%d")
         value = parsed.cast(pa.date32())
     else:
-        head = pc.utf8_slice_codeunits(raw, 0, 19)
-        parsed = pc.strptime(head, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
-        back = pc.strftime(parsed, format="%Y-%m-%d %H:%M:%S")  # unit s: %S prints no fraction
         frac = pc.utf8_slice_codeunits(pc.fill_null(raw, ""), 20, 23)
         frac = pc.if_else(pc.equal(frac, ""), "0", frac)
         ms = pc.cast(pc.cast(frac, pa.int64()), pa.duration("ms"))
         value = pc.add(parsed.cast(pa.timestamp("ms")), ms).cast(pa.timestamp("ms", tz="UTC"))
-    # strptime normalises 2024-02-30 to 2024-03-01: a round trip catches it
-    ok = pc.and_kleene(pc.is_valid(parsed), pc.equal(back, head))
-    bad = pc.and_(pc.is_valid(raw), pc.invert(pc.fill_null(ok, False)))
+    if exact:
+        return value, pa.array(np.zeros(len(raw), dtype=bool))
+    shaped = pc.fill_null(pc.match_substring_regex(head, pattern), False)
+    safe = pc.if_else(shaped, head, pa.scalar(filler))  # digits where the fields are read
+    ok = pc.and_(shaped, pc.is_valid(parsed))
+    for field, a, b in _FIELDS[:n_fields]:
+        text = pc.cast(pc.utf8_slice_codeunits(safe, a, b), pa.int64())
+        ok = pc.and_(ok, pc.fill_null(pc.equal(field(parsed).cast(pa.int64()), text), False))
+    bad = pc.and_(pc.is_valid(raw), pc.invert(ok))
     value = pc.if_else(bad, pa.scalar(None, value.type), value)
     return value, bad
 
