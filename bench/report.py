@@ -97,7 +97,8 @@ def goal_rows(st: dict[str, Any], pe: dict[str, Any]) -> list[list[Any]]:
         ("compare rows/s ≥ 0.8× load's rows/s", _ratio(st.get("compare"), st.get("load"), "rows_per_s"),
          lambda v: v >= 0.8, "×"),
         (f"snapshot rows/s ≥ 3× the {SNAPSHOT_BEFORE_ROWS_S:,} rows/s before",
-         _ratio(st.get("snapshot"), {"rows_per_s": SNAPSHOT_BEFORE_ROWS_S, "wall_s": 1}, "rows_per_s"),
+         _ratio(st.get("snapshot"), {"available": True, "wall_s": 1, "rows_per_s": SNAPSHOT_BEFORE_ROWS_S},
+                "rows_per_s"),
          lambda v: v >= 3.0, "×"),
     ]
     return [[name, "—" if v is None else f"{v:.2f}{unit}", "—" if v is None else ("yes" if ok(v) else "no")]
