@@ -317,6 +317,25 @@ def _read_all(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]
         _put(q, (-1, exc), stop)
 
 
+_M_ARENA_MAX = -8  # glibc mallopt parameter
+_ARENAS_LIMITED: list[bool] = []
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas for this process (once). Each chunk's reader/uploader threads and
+    connectorx's own threads otherwise get fresh arenas whose freed memory is never returned: RSS grew by
+    ~20 MB per chunk (348 -> 491 MB over 8 chunks; flat at ~335 MB with the cap). No-op off glibc."""
+    if _ARENAS_LIMITED:
+        return
+    _ARENAS_LIMITED.append(True)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
 def _export_pipelined(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
                       prog: _ChunkProgress | None) -> dict[str, dict[str, Any]]:
     """connectorx reads (thread) -> typed Arrow + Parquet encode (this thread) -> sha256 + upload (thread).
@@ -324,6 +343,7 @@ def _export_pipelined(cfg: Config, tables: list[tuple[schema.Table, str, list[An
     The queue holds at most QUEUE_BATCHES raw batches, so memory stays flat whatever the chunk's size;
     finished table files wait on local disk for the uploader, not in memory.
     """
+    _limit_malloc_arenas()
     client = s3io.client(cfg)
     q: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     stop = threading.Event()
