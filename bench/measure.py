@@ -118,6 +118,10 @@ def run_workers(specs: list[dict[str, Any]], env: dict[str, str], timeout_s: flo
     """
     procs = []
     t0 = time.perf_counter()
+    # The stages' progress lines (billing_migration.progress) go live to the harness's stderr, on a copy of
+    # it passed to each worker (the worker's own stderr is captured for failure reports).
+    progress_fd = os.dup(sys.stderr.fileno())
+    env = {**env, "BM_PROGRESS_FD": str(progress_fd)}
     sync_dir = tempfile.mkdtemp(prefix="bench-sync-") if len(specs) > 1 else None
     for i, spec in enumerate(specs):
         fd, result_path = tempfile.mkstemp(prefix="bench-", suffix=".json")
@@ -127,7 +131,7 @@ def run_workers(specs: list[dict[str, Any]], env: dict[str, str], timeout_s: flo
             spec.update(ready_path=f"{sync_dir}/ready-{i}", go_path=f"{sync_dir}/go")
         err = tempfile.TemporaryFile()  # noqa: SIM115
         p = subprocess.Popen([sys.executable, "-m", "bench.worker", json.dumps(spec)], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=err)
+                             stdout=subprocess.DEVNULL, stderr=err, pass_fds=(progress_fd,))
         procs.append((p, err, result_path))
     if sync_dir:
         _release_when_ready(sync_dir, procs, timeout_s)
@@ -153,6 +157,7 @@ def run_workers(specs: list[dict[str, Any]], env: dict[str, str], timeout_s: flo
         result.setdefault("vm_hwm_mb", polled)  # the worker's own reading when it got that far
         usages.append((ru, result))
     process_wall = time.perf_counter() - t0
+    os.close(progress_fd)
     if sync_dir:
         shutil.rmtree(sync_dir, ignore_errors=True)
     if failures:

@@ -76,6 +76,35 @@ def _row(label: str, r: dict[str, Any] | None, cols: list[str], ours: dict[str, 
     return cells
 
 
+# Snapshot scan rows/s before issue 12 (run of 2026-11-23, one process, 4 splits): the 3x goal's base.
+SNAPSHOT_BEFORE_ROWS_S = 26_721
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float | None:
+    if not (_ok(a) and _ok(b)) or not a.get(key) or not b.get(key):  # type: ignore[union-attr]
+        return None
+    return float(a[key]) / float(b[key])  # type: ignore[index]
+
+
+def goal_rows(st: dict[str, Any], pe: dict[str, Any]) -> list[list[Any]]:
+    """Each goal: the measured same-run ratio and whether it is met."""
+    java = (pe.get("load") or {}).get("java_driver_batch")
+    goals = [
+        ("export time ≤ 0.8× the mariadb client's", _ratio(st.get("export"), pe.get("mysql_client"), "wall_s"),
+         lambda v: v <= 0.8, "×"),
+        ("load time ≤ 1.0× the Java-driver loader's", _ratio(st.get("load"), java, "wall_s"),
+         lambda v: v <= 1.0, "×"),
+        ("compare rows/s ≥ 0.8× load's rows/s", _ratio(st.get("compare"), st.get("load"), "rows_per_s"),
+         lambda v: v >= 0.8, "×"),
+        (f"snapshot rows/s ≥ 3× the {SNAPSHOT_BEFORE_ROWS_S:,} rows/s before",
+         _ratio(st.get("snapshot"), {"available": True, "wall_s": 1, "rows_per_s": SNAPSHOT_BEFORE_ROWS_S},
+                "rows_per_s"),
+         lambda v: v >= 3.0, "×"),
+    ]
+    return [[name, "—" if v is None else f"{v:.2f}{unit}", "—" if v is None else ("yes" if ok(v) else "no")]
+            for name, v, ok, unit in goals]
+
+
 def slowest_stage(results: dict[str, Any]) -> str | None:
     """The stage with the longest median wall at the smallest measured size (where every stage runs)."""
     sizes = results.get("sizes") or {}
@@ -131,8 +160,13 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
                    "same rows to a local TSV file:")
         out.append("")
         ex = st.get("export")
-        rows = [_row("ours: export_chunk, 1 process", ex, cols_x, ex),
+        rows = [_row("ours: export_chunk, pipelined connectorx (offline, frozen), 1 process", ex, cols_x, ex),
                 _row("peer: mariadb --quick --batch", pe.get("mysql_client"), cols_x, ex)]
+        if st.get("export_snapshot"):
+            snap_row = _row("ours: export_chunk, one consistent snapshot (writable country), 1 process",
+                            st.get("export_snapshot"), cols_x)
+            snap_row[-1] = time_ratio(st.get("export_snapshot"), pe.get("mysql_client")) + " (its own ÷ peer)"
+            rows.append(snap_row)
         out.append(table(hdr_x, rows))
         if _ok(ex):
             out.append(f"\nOurs also wrote {fmt(ex.get('parquet_MB'))} MB of zstd Parquet "
@@ -168,6 +202,10 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         cols_o = ["wall_s", "rows_per_s", "maxrss_mb", "stage_cpu_s", "cpu_s"]
         rows = [_row(f"{k}", st.get(k), cols_o) for k in ("transform", "compare", "snapshot")]
         out.append(table(["", "wall s", "rows/s", "peak RSS MB", "CPU s in stage", "CPU s process"], rows))
+        out.append("")
+        out.append("**Goals of issue 12** (same-run ratios):")
+        out.append("")
+        out.append(table(["goal", "measured", "met"], goal_rows(st, pe)))
         snap = st.get("snapshot") or {}
         if _ok(snap):
             out.append(f"\nSnapshot rows/s counts every row of the ring it scanned ({fmt(snap.get('ring_rows'))}; "

@@ -280,7 +280,12 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     _export.export_plans(cfg, country, run_id)  # the plan step's catalogue export, which transform reads
     log(f"[{country} {size}] export ({len(chunks)} chunks)")
     work = {"rows": total_rows, **({"MB": tsv_mb} if tsv_mb else {})}
-    st["export"] = b.stage("export", country, run_id, chunks, work=work)
+    if "snapshot" in args.export_paths:
+        log(f"[{country} {size}] export, one consistent snapshot per chunk (online pre-copy: writable country)")
+        st["export_snapshot"] = b.stage("export", country, run_id, chunks, work=work,
+                                        extra={"kwargs": {"engine": "mysqlclient"}})
+    log(f"[{country} {size}] export, pipelined connectorx (offline: frozen country)")
+    st["export"] = b.stage("export", country, run_id, chunks, work=work, extra={"kwargs": {"engine": "connectorx"}})
     if st["export"].get("available") and not st["export"].get("failed"):
         pq_mb = st["export"]["counts"].get("parquet_bytes", 0) / 1e6
         st["export"]["parquet_MB"] = pq_mb
@@ -557,6 +562,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-nobatch", action="store_true",
                    help="also run the Java peer with one INSERT per row (slow; the load lab covers batching)")
     p.add_argument("--snapshot-splits", type=int, default=4)
+    p.add_argument("--export-paths", default="fast,snapshot",
+                   help="export paths to measure: fast (pipelined connectorx, the offline path) and snapshot "
+                        "(one consistent snapshot per chunk, the writable-country path); fast is always measured")
     p.add_argument("--load-lab", type=int, default=-1, help="size for the load experiments (default: smallest; "
                    "0 = skip)")
     p.add_argument("--lab-repeats", type=int, default=1)

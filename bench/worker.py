@@ -36,8 +36,24 @@ def _barrier(spec: dict[str, Any], timeout_s: float = 300.0) -> None:
         time.sleep(0.01)
 
 
+def _show_progress() -> None:
+    """Progress lines of the stage to the harness's stderr (the fd it passed in BM_PROGRESS_FD)."""
+    import logging
+
+    fd = os.environ.get("BM_PROGRESS_FD")
+    if not fd:
+        return
+    handler = logging.StreamHandler(os.fdopen(int(fd), "w", buffering=1))
+    handler.setFormatter(logging.Formatter("[bench %(asctime)s]     %(message)s", "%H:%M:%S"))
+    progress_log = logging.getLogger("billing_migration.progress")
+    progress_log.addHandler(handler)
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
+
+
 def main(raw: str) -> int:
     spec: dict[str, Any] = json.loads(raw)
+    _show_progress()
     result: dict[str, Any] = {}
     try:
         from bench import stages

@@ -339,6 +339,7 @@ class Config:
     queues: QueueSettings = field(default_factory=QueueSettings)
     waves: WavesSettings | None = None
     cassandra: CassandraSettings = field(default_factory=CassandraSettings)
+    progress_interval_s: float = 5.0  # seconds between progress lines of long work (billing_migration.progress)
 
     @property
     def s3_prefix(self) -> str:
@@ -398,6 +399,9 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
             raise ConfigError(f"countries: write {code!r} as {cc!r}")
         countries[cc] = _settings(overrides, defaults, f"countries.{cc}")
     pools = {k: Pool(str(v["name"]), int(v["slots"])) for k, v in (raw.get("pools") or {}).items()}
+    interval = raw.get("progress_interval_s", 5.0)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval <= 3600:
+        raise ConfigError(f"progress_interval_s must be a number of seconds in (0, 3600], got {interval!r}")
     return Config(
         connections={k: str(v) for k, v in conns.items()},
         s3_bucket=os.environ.get("BM_S3_BUCKET") or str(raw.get("s3_bucket", "billing-migration")),
@@ -410,6 +414,7 @@ def parse(raw: dict[str, Any], namespace: str = "") -> Config:
         queues=_queue_settings(raw.get("queues")),
         waves=_waves(raw.get("waves"), countries),
         cassandra=_cassandra(raw.get("cassandra")),
+        progress_interval_s=float(interval),
     )
 
 

@@ -108,14 +108,49 @@ def test_customer_ids_restrict_the_export(cfg, seeded, s3):
     assert set(pay.column("customer_id").to_pylist()) == set(ids)
 
 
-def test_connectorx_engine_gives_identical_files(cfg, seeded, s3):
-    ch = export.plan_chunks(cfg, "PT", 8)[1]
-    export.export_chunk(cfg, "PT", "mc", ch, engine="mysqlclient")
-    export.export_chunk(cfg, "PT", "cx", ch, engine="connectorx")
+IDENTITY_CASES = {  # (country, chunk, customer_ids, batch_rows): whole chunk, zero dates, a subset, tiny batches
+    "chunk": ("PT", {"chunk": 1, "lo": PT_BASE + 8, "hi": PT_BASE + 15}, None, export.DEFAULT_BATCH_ROWS),
+    "zero_date": ("PL", {"chunk": 0, "lo": PL_BASE, "hi": PL_BASE + 11}, None, export.DEFAULT_BATCH_ROWS),
+    "customer_ids": ("PT", {"chunk": 5, "lo": PT_BASE + 2, "hi": PT_BASE + 20}, [PT_BASE + 2, PT_BASE + 20], 50),
+    "small_batches": ("PT", {"chunk": 0, "lo": PT_BASE, "hi": PT_BASE + 29}, None, 7),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IDENTITY_CASES))
+def test_pipelined_connectorx_path_writes_the_same_parquet(cfg, seeded, s3, case):
+    """The fast path (connectorx reads, pipelined encode and upload) and the consistent-snapshot path
+    write the same rows with the same types and values, and the same manifest figures."""
+    country, ch, ids, batch_rows = IDENTITY_CASES[case]
+    ma = export.export_chunk(cfg, country, "mc", ch, customer_ids=ids, batch_rows=batch_rows, engine="mysqlclient")
+    mb = export.export_chunk(cfg, country, "cx", ch, customer_ids=ids, batch_rows=batch_rows, engine="connectorx")
+    assert ma["rows"] > 0 and ma["rows"] == mb["rows"] and ma["customers"] == mb["customers"]
     for t in schema.CUSTOMER_TABLES:
-        a = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "mc", t.name, ch["chunk"]))
-        b = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "cx", t.name, ch["chunk"]))
+        a = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, country, "mc", t.name, ch["chunk"]))
+        b = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, country, "cx", t.name, ch["chunk"]))
+        assert a.schema == b.schema == s3io.arrow_schema(t), t.name
         assert a.equals(b), t.name
+        ea, eb = ma["tables"][t.name], mb["tables"][t.name]
+        assert {k: ea[k] for k in ("rows", "batches", "min_key", "max_key")} == \
+            {k: eb[k] for k in ("rows", "batches", "min_key", "max_key")}, t.name
+    if case == "zero_date":
+        inv = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, country, "cx", "invoices", 0))
+        assert inv.column(s3io.ZERO_DATE_COL).drop_null().to_pylist() == ["created_at"]
+
+
+def test_pipelined_export_failure_leaves_no_manifest(cfg, seeded, s3, monkeypatch):
+    """A read failing mid-chunk stops the pipeline, raises, and writes no manifest for the chunk."""
+    ch = {"chunk": 71, "lo": PT_BASE, "hi": PT_BASE + 9}
+    original = export._cx_batches
+
+    def failing(cfg_, sql, params, batch_rows):
+        if "`payments`" in sql:
+            raise RuntimeError("connection lost")
+        yield from original(cfg_, sql, params, batch_rows)
+
+    monkeypatch.setattr(export, "_cx_batches", failing)
+    with pytest.raises(RuntimeError, match="connection lost"):
+        export.export_chunk(cfg, "PT", "fails", ch, engine="connectorx")
+    assert not s3io.exists(s3, cfg.s3_bucket, s3io.stage_key(cfg, "PT", "fails", "manifest", 71, "json"))
 
 
 def test_export_plans_only_the_countrys_plans(cfg, seeded, s3):
@@ -159,3 +194,102 @@ def test_chunk_is_read_in_one_consistent_snapshot(cfg, seeded, monkeypatch):
         with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
             c.execute("DELETE FROM balance_transactions WHERE txn_id = %s", (new_txn,))
             conn.commit()
+
+
+# ------------------------------------------------------------------------ consistency of per-table reads
+NEW_SUB, NEW_INV = PT_BASE * 10 + 9, PT_BASE * 100 + 9  # ids no fixture row uses
+
+
+def _after_table(monkeypatch, table_name: str, action) -> None:
+    """Run `action` once, right after the fast path has read `table_name` (before the next table's query)."""
+    original = export._cx_batches
+    done = []
+
+    def hooked(cfg_, sql, params, batch_rows):
+        yield from original(cfg_, sql, params, batch_rows)
+        if (f"FROM `{table_name}` " in sql or f"FROM {table_name} " in sql) and not done:
+            done.append(action())
+
+    monkeypatch.setattr(export, "_cx_batches", hooked)
+
+
+def _new_subscription_with_invoice(cfg) -> None:
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
+        c.execute("INSERT INTO subscriptions VALUES (%s,%s,%s,'active','2026-01-01 00:00:00',NULL,'2026-02-01',"
+                  "'2026-01-01 00:00:00')", (NEW_SUB, PT_BASE, fixture_data.PLANS["PT"][0]))
+        c.execute("INSERT INTO invoices VALUES (%s,%s,%s,'2026-01-01','2026-01-31',9.99,0,'EUR','paid',"
+                  "'2026-01-01 00:00:00','2026-01-01 00:00:00')", (NEW_INV, PT_BASE, NEW_SUB))
+        conn.commit()
+
+
+@pytest.fixture
+def cleanup_new_rows(cfg):
+    yield
+    with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as c:
+        c.execute("DELETE FROM invoices WHERE invoice_id = %s", (NEW_INV,))
+        c.execute("DELETE FROM subscriptions WHERE subscription_id = %s", (NEW_SUB,))
+        c.execute("DELETE FROM balance_transactions WHERE txn_id = %s", (PT_BASE * 1000 + 8,))
+        conn.commit()
+
+
+def test_writable_country_per_table_reads_can_split_a_customer(cfg, seeded, s3, monkeypatch, cleanup_new_rows):
+    """Why a writable country keeps the one-snapshot path: a subscription and its invoice committed between
+    the fast path's table reads give an invoice without its subscription (the transform would reject it)."""
+    ch = {"chunk": 72, "lo": PT_BASE, "hi": PT_BASE + 4}
+    _after_table(monkeypatch, "subscriptions", lambda: _new_subscription_with_invoice(cfg))
+    export.export_chunk(cfg, "PT", "split", ch, engine="connectorx")
+    subs = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "split", "subscriptions", 72))
+    inv = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "split", "invoices", 72))
+    assert NEW_INV in inv.column("invoice_id").to_pylist()
+    assert NEW_SUB not in subs.column("subscription_id").to_pylist()
+    assert export.engine_for("online", frozen=False) == "mysqlclient"
+
+
+def test_frozen_country_per_table_reads_are_one_point_in_time(cfg, seeded, s3, monkeypatch, cleanup_new_rows):
+    """Offline mode exports a frozen country: the gate refuses every application write during the reads, so
+    the fast path's files are exactly the one-snapshot path's."""
+    from billing_migration.stores import write_gate
+
+    ch = {"chunk": 73, "lo": PT_BASE, "hi": PT_BASE + 4}
+    refused: list[str] = []
+
+    def app_write() -> None:
+        try:
+            with connections.mysql_conn("mysql_app", cfg, autocommit=True) as conn, conn.cursor() as c:
+                c.execute("INSERT INTO balance_transactions VALUES (%s, %s, 'promo_credit', 1.00, 'EUR', NULL, "
+                          "NULL, NOW(3), NOW(3))", (PT_BASE * 1000 + 8, PT_BASE))
+        except Exception as exc:  # the gate's trigger refuses it
+            refused.append(str(exc))
+
+    write_gate.prepare(cfg)
+    write_gate.freeze(cfg, "PT", "pytest", RUN, drain_timeout_s=5)
+    try:
+        assert export.engine_for("offline", frozen=True) == "connectorx"
+        export.export_chunk(cfg, "PT", "frozen-snap", ch, engine="mysqlclient")
+        _after_table(monkeypatch, "customers", app_write)
+        export.export_chunk(cfg, "PT", "frozen-cx", ch, engine="connectorx")
+    finally:
+        write_gate.unfreeze(cfg, "PT", "pytest", RUN, reason="test teardown", force_rollback=True)
+    assert len(refused) == 1 and "frozen" in refused[0].lower(), refused
+    for t in schema.CUSTOMER_TABLES:
+        a = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "frozen-snap", t.name, 73))
+        b = s3io.get_parquet(s3, cfg.s3_bucket, s3io.table_key(cfg, "PT", "frozen-cx", t.name, 73))
+        assert a.equals(b), t.name
+
+
+def test_export_logs_progress_lines_and_a_final_total(cfg, seeded, caplog):
+    """The shared progress helper's lines in a stage's log: rows and customers of total, rate, ETA; then
+    the totals (interval shortened so this small chunk logs several lines)."""
+    import dataclasses
+    import re
+
+    fast = dataclasses.replace(cfg, progress_interval_s=1e-6)
+    caplog.set_level("INFO", logger="billing_migration.progress")
+    ch = export.plan_chunks(cfg, "PT", 8)[0]
+    m = export.export_chunk(fast, "PT", "progress", ch, batch_rows=4, engine="connectorx")
+    lines = [r.getMessage() for r in caplog.records if r.name == "billing_migration.progress"]
+    label = f"export PT chunk {ch['chunk']}"
+    ticks = [ln for ln in lines if re.fullmatch(
+        rf"{label}: [\d,]+ rows, [\d,]+/8 customers \(\d+\.\d %\), [\d,]+ rows/s, ETA (\d+ s|\?)", ln)]
+    assert len(ticks) >= 3, lines
+    assert lines[-1].startswith(f"{label} done: {m['rows']:,} rows, 8 customers in ")

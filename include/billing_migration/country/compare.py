@@ -48,6 +48,7 @@ import pyarrow as pa
 
 from billing_migration import pii
 from billing_migration.config import Config, normalize_country
+from billing_migration.progress import Progress, interval_of
 from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
@@ -786,10 +787,14 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
         index = (_index_ids(session, country, lo, hi) if wanted is None
                  else _index_entries(session, country, {c for c in wanted if lo <= c <= hi}))
         groups = _GroupReader(session, conn, country)
-        seen = groups.compare_all(res, lo, hi, customer_ids, group_size, index, quarantined)
+        prog = Progress(f"compare {country} [{lo}, {hi}]", interval=interval_of(cfg),
+                        customers_total=len(wanted) if wanted is not None else max(len(index), 1))
+        seen = groups.compare_all(res, lo, hi, customer_ids, group_size, index, quarantined, prog)
         # Target-only customers: in the index (or asked for explicitly) but not in the source.
         _diff_extras(res, session, sorted((index | (wanted or set())) - seen), index, quarantined, group_size)
     res.counts["seconds_ms"] = int((time.monotonic() - t0) * 1000)
+    prog.rows, prog.customers = res.counts["rows_compared"], res.counts["customers_compared"]
+    prog.finish()
     out = res.result()
     log.info("compare %s [%d, %d]: %s", country, lo, hi, out.summary())
     return out
@@ -814,7 +819,7 @@ class _GroupReader:
         self.static_stmt, self.rows_stmt = (session.prepare(q) for q in _fast_selects())
 
     def compare_all(self, res: CompareTally, lo: int, hi: int, customer_ids: list[int] | None, group_size: int,
-                    index: set[int], quarantined: set[tuple[str, int]]) -> set[int]:
+                    index: set[int], quarantined: set[tuple[str, int]], prog: Progress | None = None) -> set[int]:
         """diff_group over every group of the range; returns the source customer ids seen."""
         seen: set[int] = set()
         with ThreadPoolExecutor(1, thread_name_prefix="compare-read") as reader, \
@@ -838,6 +843,9 @@ class _GroupReader:
                 while (got := pending.result()) is not None:
                     pending = reader.submit(read_next)
                     seen |= diff_group(res, got[0], got[1], index, quarantined)
+                    if prog is not None:
+                        prog.update(res.counts["rows_compared"] - prog.rows,
+                                    res.counts["customers_compared"] - prog.customers)
             finally:
                 if pending is not None:
                     pending.cancel()

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_migration.config import Config, normalize_country
+from billing_migration.progress import Progress, interval_of
 from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
@@ -380,11 +381,13 @@ def _unset(value: Any) -> Any:
 
 
 def load_rows(session, country: str, rows: pa.Table, run_id: str, concurrency: int = 64,
-              rate_limit_rows_per_s: int = 0) -> dict[str, Any]:
+              rate_limit_rows_per_s: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """Write transformed rows (index entries first, then one batch per customer). Raises LoadError."""
     t0 = time.monotonic()
     prepared = _prepare(session)
     customers = sorted(set(pc.unique(rows.column("customer_id")).to_pylist())) if rows.num_rows else []
+    if progress is not None:
+        progress.customers_total, progress.rows_total = len(customers), rows.num_rows
     idx = AsyncWriter(session, concurrency)
     for cid in customers:
         idx.submit(cid, prepared["index"].bind((country, schema.customer_bucket(cid), cid, run_id)))
@@ -392,10 +395,14 @@ def load_rows(session, country: str, rows: pa.Table, run_id: str, concurrency: i
     idx.raise_failures("customers_by_country entries")
     w = AsyncWriter(session, concurrency, rate_limit_rows_per_s)
     batches = written = 0
+    last = None
     for cid, batch, count in customer_batches(rows, prepared, run_id):
         w.submit(cid, batch, cost=count)
         batches += 1
         written += count
+        if progress is not None:
+            progress.update(count, int(cid != last))
+            last = cid
         if w.retry_q:
             w.pump_retries()
     w.drain()
@@ -412,8 +419,10 @@ def load_chunk(cfg: Config, country: str, run_id: str, chunk: int, concurrency: 
     country = normalize_country(country)
     client = s3io.client(cfg)
     rows = s3io.get_parquet(client, cfg.s3_bucket, s3io.stage_key(cfg, country, run_id, "transformed", chunk))
+    prog = Progress(f"load {country} chunk {chunk}", interval=interval_of(cfg))
     with connections.cassandra_session(cfg) as session:
-        counts = load_rows(session, country, rows, run_id, concurrency, rate_limit_rows_per_s)
+        counts = load_rows(session, country, rows, run_id, concurrency, rate_limit_rows_per_s, prog)
+    prog.finish()
     counts["chunk"] = chunk
     log.info("load %s chunk %d: %d customers, %d rows, %d batches, %d retried, %.0f rows/s", country, chunk,
              counts["customers"], counts["rows"], counts["batches"], counts["timeouts_retried"],

@@ -11,11 +11,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def show_progress() -> None:
+    """The progress lines of long work (billing_migration.progress), as a task log shows them, on stdout."""
+    progress_log = logging.getLogger("billing_migration.progress")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("   %(message)s"))
+    progress_log.addHandler(handler)
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False  # once, not again through the root handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     bag = DagBag(dag_folder=str(ROOT / "dags" / "migrate_billing.py"))
     dag = bag.get_dag(f"migrate_billing_{country.lower()}")
     print(f"== running {dag.dag_id} (dag.test, in-process) ...")
+    show_progress()
     t0 = time.time()
     run = dag.test(run_conf={"country": country})
     print(f"== DAG run {run.run_id} ended {run.state} in {time.time() - t0:.1f} s")

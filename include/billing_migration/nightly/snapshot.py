@@ -26,15 +26,18 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from billing_migration.config import Config, normalize_country
+from billing_migration.progress import Progress, interval_of
 from billing_migration.stores import connections, s3io, schema
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,8 @@ class _PartWriter:
         self.schema = arrow_schema(table)
         self.cols: dict[str, list[Any]] = {n: [] for n in self.schema.names}
         self.upload = s3io.ParquetUpload(self.schema, row_group_size=ROW_GROUP_ROWS, tmpdir=tmpdir)
+        self.tables: list[pa.Table] = []
+        self.buffered = 0
 
     def add(self, row: dict[str, Any]) -> None:
         for name, values in self.cols.items():
@@ -157,7 +162,18 @@ class _PartWriter:
         if len(self.cols[self.schema.names[0]]) >= ROW_GROUP_ROWS:
             self.flush()
 
+    def add_table(self, tbl: pa.Table) -> None:
+        """Rows already in the snapshot schema (the column-wise scan): buffered up to a row group."""
+        if tbl.num_rows:
+            self.tables.append(tbl)
+            self.buffered += tbl.num_rows
+            if self.buffered >= ROW_GROUP_ROWS:
+                self.flush()
+
     def flush(self) -> None:
+        if self.tables:
+            self.upload.write(pa.concat_tables(self.tables))
+            self.tables, self.buffered = [], 0
         if not self.cols[self.schema.names[0]]:
             return
         try:
@@ -230,51 +246,145 @@ def scan_rows(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) 
         yield dict(zip(cols, row, strict=True))
 
 
+def token_fraction(customer_id: int, split: dict[str, int]) -> float:
+    """How far through its token range (lo, hi] a scan is at this partition (Murmur3, as Cassandra orders)."""
+    from cassandra.metadata import Murmur3Token
+
+    token = Murmur3Token.hash_fn(struct.pack(">q", int(customer_id)))
+    span = split["hi"] - split["lo"]
+    return (token - split["lo"]) / span if span > 0 else 1.0
+
+
+def scan_pages(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) -> Iterator[list[tuple]]:
+    """Pages (lists of row tuples) of one token range; the next page is requested before the current one
+    is handed out, so Cassandra reads page k+1 while the caller converts page k."""
+    cols = _cql_columns()
+    stmt = session.prepare(f"SELECT {', '.join(cols)} FROM {keyspace}.customer_billing "
+                           "WHERE token(customer_id) > ? AND token(customer_id) <= ?")
+    stmt.fetch_size = fetch_size
+    fut = session.execute_async(stmt, (lo, hi), timeout=120)
+    while fut is not None:
+        rs = fut.result()
+        fut = (session.execute_async(stmt, (lo, hi), paging_state=rs.paging_state, timeout=120)
+               if rs.has_more_pages else None)
+        yield rs.current_rows
+
+
+def _sources(table: schema.Table) -> dict[str, str]:
+    """Snapshot column of `table` -> the CQL column it comes from."""
+    if table.name == "customers":
+        return {"customer_id": "customer_id", **schema.CUSTOMER_STATIC}
+    return {table.key: "entity_id", "customer_id": "customer_id",
+            **{c: c for c in schema.entity_row_columns(table)}}
+
+
+class _Page:
+    """One page as columns: each CQL column converted to Arrow once, on first use, in the snapshot type."""
+
+    def __init__(self, rows: list[tuple], index: dict[str, int]) -> None:
+        self.columns = list(zip(*rows, strict=True))
+        self.index = index
+        self.cache: dict[str, pa.Array] = {}
+        self.n = len(rows)
+
+    def get(self, cql: str, typ: pa.DataType) -> pa.Array:
+        if cql not in self.cache:
+            values = self.columns[self.index[cql]]
+            try:
+                if typ == pa.date32():  # cassandra.util.Date: days since the epoch, as date32 stores it
+                    arr = pa.array([None if v is None else v.days_from_epoch for v in values], pa.int32())
+                    self.cache[cql] = arr.cast(typ)
+                else:
+                    self.cache[cql] = pa.array(values, type=typ)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                raise SnapshotError(f"column {cql}: value does not fit the snapshot schema: {exc}") from exc
+        return self.cache[cql]
+
+    def table(self, t: schema.Table, mask: pa.Array) -> pa.Table:
+        snap = arrow_schema(t)
+        src = _sources(t)
+        arrays = [self.get(src[f.name], f.type).filter(mask) for f in snap]
+        return pa.Table.from_arrays(arrays, schema=snap)
+
+
+def _split_page(page: _Page, wanted: set[str], last_customer: int | None,
+                split: dict[str, int]) -> tuple[dict[str, dict[str, pa.Table]], int]:
+    """Rows of the wanted countries, per country and table; returns them and the rows skipped (other
+    countries). A partition's first row (customer_id differs from the previous row's) carries its static part."""
+    import pyarrow.compute as pc
+
+    cid = page.get("customer_id", pa.int64())
+    npcid = cid.to_numpy(zero_copy_only=False)
+    first = np.empty(page.n, dtype=bool)
+    first[0] = npcid[0] != last_customer
+    first[1:] = npcid[1:] != npcid[:-1]
+    country = page.get("country", pa.string())
+    etype = page.get("entity_type", pa.string())
+    keep = pc.fill_null(pc.is_in(country, value_set=pa.array(sorted(wanted), pa.string())), False)
+    unknown = set(pc.unique(pc.filter(etype, keep)).to_pylist()) - {None} - set(schema.TABLE_BY_ENTITY)
+    if unknown:
+        bad = next(iter(sorted(unknown)))
+        at = pc.index(etype, bad).as_py()
+        raise SnapshotError(f"customer {npcid[at]}: unknown entity_type {bad!r} "
+                            f"in token range ({split['lo']}, {split['hi']}]")
+    first_arr = pa.array(first)
+    out: dict[str, dict[str, pa.Table]] = {}
+    for cc in sorted(wanted):
+        mine = keep if len(wanted) == 1 else pc.fill_null(pc.equal(country, cc), False)
+        tables = {"customers": page.table(schema.CUSTOMERS, pc.and_(mine, first_arr))}
+        for t in CUSTOMER_TABLES:
+            if t.entity is not None:
+                mask = pc.and_(mine, pc.fill_null(pc.equal(etype, t.entity), False))
+                if pc.any(mask).as_py():
+                    tables[t.name] = page.table(t, mask)
+        out[cc] = tables
+    skipped = page.n - pc.sum(keep.cast(pa.int64())).as_py() if page.n else 0
+    return out, skipped
+
+
 def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, int], countries: list[str],
                              fetch_size: int = 5000, client=None, session=None) -> dict[str, Any]:
     """Scan one token range and write, for every requested country, one Parquet part per table.
 
     One scan serves every country (customers are filtered by their static `country`), so the ring is read
-    once a night whatever the number of migrated countries. Returns rows per country and table.
+    once a night whatever the number of migrated countries. Returns rows per country and table. Pages are
+    converted column by column (Arrow), never row by row, and the next page is read meanwhile.
     """
     from cassandra.query import tuple_factory
 
     wanted = {normalize_country(c) for c in countries}
     client = client or s3io.client(cfg)
     t0 = time.monotonic()
-    scanned = 0
-    skipped_other = 0
+    scanned = skipped_other = 0
+    index = {c: i for i, c in enumerate(_cql_columns())}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BM_TMP_DIR")) as tmp:
         writers: dict[str, dict[str, _PartWriter]] = {}
         for cc in sorted(wanted):
             os.makedirs(os.path.join(tmp, cc))
             writers[cc] = {t.name: _PartWriter(t, os.path.join(tmp, cc)) for t in CUSTOMER_TABLES}
+        prog = Progress(f"snapshot split {split['split']}", interval=interval_of(cfg))
         with _session(cfg, session) as sess:
             sess.row_factory = tuple_factory
             last_customer = None
-            for r in scan_rows(sess, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
-                scanned += 1
-                cc = r["country"]
-                if cc not in wanted:
-                    skipped_other += 1
+            for rows in scan_pages(sess, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
+                if not rows:
                     continue
-                w = writers[cc]
-                if r["customer_id"] != last_customer:
-                    last_customer = r["customer_id"]
-                    w["customers"].add(_customer_row(r))
-                etype = r["entity_type"]
-                if etype is None:
-                    continue  # a partition holding only its static (customer) part
-                t = schema.TABLE_BY_ENTITY.get(etype)
-                if t is None:
-                    raise SnapshotError(f"customer {r['customer_id']}: unknown entity_type {etype!r} "
-                                        f"in token range ({split['lo']}, {split['hi']}]")
-                w[t.name].add(_entity_row(t, r))
+                page = _Page(rows, index)
+                per_country, skipped = _split_page(page, wanted, last_customer, split)
+                last_customer = rows[-1][0]
+                scanned += page.n
+                skipped_other += skipped
+                for cc, tables in per_country.items():
+                    for name, tbl in tables.items():
+                        writers[cc][name].add_table(tbl)
+                prog.update(page.n, sum(t["customers"].num_rows for t in per_country.values()),
+                            fraction=token_fraction(last_customer, split))
         counts: dict[str, dict[str, int]] = {}
         for cc, ws in writers.items():
             counts[cc] = {name: pw.finish(client, cfg.s3_bucket,
                                           snapshot_key(cfg, day, "cassandra", cc, name, split["split"]))
                           for name, pw in ws.items()}
+    prog.finish()
     elapsed = time.monotonic() - t0
     log.info("cassandra split %s: %d rows scanned in %.2fs (%.0f rows/s)", split["split"], scanned, elapsed,
              scanned / elapsed if elapsed else 0)

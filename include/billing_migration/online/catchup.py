@@ -17,6 +17,7 @@ from typing import Any
 
 from billing_migration.config import Config
 from billing_migration.online import capture
+from billing_migration.progress import Progress, interval_of
 from billing_migration.stores import ledger
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,14 @@ def remigrate(cfg: Config, country: str, run_id: str, ids: list[int], round_no: 
     from billing_migration.country import remigrate as rm
 
     totals: dict[str, int] = {"customers": 0, "rejects": 0}
+    prog = Progress(f"catch-up {country} round {round_no - ROUND_BASE}", customers_total=len(ids),
+                    interval=interval_of(cfg))
     for i in range(0, len(ids), BATCH):
         out = rm.remigrate_customers(cfg, country, run_id, ids[i:i + BATCH], round_no, source_chunk=i // BATCH)
         for k in ("customers", "rejects", "rows", "deleted_absent"):
             totals[k] = totals.get(k, 0) + int(out.get(k, 0))
+        prog.update(int(out.get("rows", 0)), len(ids[i:i + BATCH]))
+    prog.finish()
     return totals
 
 
