@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from billing_migration.devtools.appwriter import _CHILDREN
+from billing_migration.app.apply import MYSQL_CHILDREN
 
 COUNTRY = "NZ"
 
@@ -28,7 +28,7 @@ def _delete_customers(cfg, ids: list[int]) -> None:
 
     with connections.mysql_conn("mysql_admin", cfg) as conn, conn.cursor() as cur:
         for cid in ids:
-            for sql in _CHILDREN["customers"]:
+            for sql in MYSQL_CHILDREN["customers"]:
                 cur.execute(sql, (cid,))
             cur.execute("DELETE FROM customers WHERE customer_id = %s", (cid,))
         conn.commit()

@@ -222,10 +222,15 @@ def child_main(spec: dict[str, Any]) -> int:
             states[DAG_TASK.get(name, name)] = "failed"
             rc = 1
             break
-    for name in ("release_freeze", "report"):  # the teardown and the report run whatever happened
+    # The teardown, the replay of writes queued while frozen and the report run whatever happened (all_done).
+    for name in ("release_freeze", "replay_writes", "report"):
         try:
             if name == "release_freeze":
                 pipeline.release_freeze(cfg, COUNTRY, run_id)
+            elif name == "replay_writes":
+                from billing_migration.app import replay
+
+                replay.after_migration(cfg, COUNTRY, run_id)
             else:
                 pipeline.final_report(cfg, COUNTRY, run_id, states)
             states[name] = "success"
