@@ -1,6 +1,7 @@
 """Operator commands for the stores: see and recover the write gate, install it, drop a namespace.
 
-`scripts/bm status [CC]`, `scripts/bm unfreeze CC --reason ...`, `scripts/bm prepare`,
+`scripts/bm status [CC]`, `scripts/bm unfreeze CC --reason ...` (then replays the writes queued meanwhile),
+`scripts/bm replay CC`, `scripts/bm prepare`,
 `scripts/bm drop-namespace NS [--yes]`. Settings come from the same Airflow connections and `BM_NAMESPACE` as
 the DAGs (the stack env file locally); nothing here prints a secret.
 
@@ -224,8 +225,28 @@ def operator_unfreeze(cfg: Config, country: str, reason: str, force: bool = Fals
     note = f"{reason.strip()} [freezing run {st.freeze_run_id}: {live.why}{'; --force' if force else ''}]"
     out = write_gate.unfreeze(cfg, country, operator_actor(), st.freeze_run_id, reason=note,
                               expected_run_id=st.freeze_run_id)
+    replayed = operator_replay(cfg, country)
     return {"country": country, "action": out["action"], "run_id": st.freeze_run_id, "liveness": asdict(live),
-            "message": f"{country}: writes re-enabled on legacy (was frozen by run {st.freeze_run_id})"}
+            "replay": replayed,
+            "message": f"{country}: writes re-enabled on legacy (was frozen by run {st.freeze_run_id}); "
+                       f"{replayed['message']}"}
+
+
+def operator_replay(cfg: Config, country: str) -> dict[str, Any]:
+    """Apply the writes the application queued while the country was frozen to the store that serves it now:
+    the dead run's `replay_writes` never ran, and until they are applied the write path keeps holding new
+    writes (accepted, pending) behind them. Safe to repeat: applied writes are skipped by idempotency key."""
+    from billing_migration.app import replay
+
+    run_id = f"operator__replay_{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    try:
+        out = replay.after_migration(cfg, country, run_id)
+    except Exception as exc:  # the unfreeze before it stands; say so and how to retry, never hide it
+        return {"ok": False, "message": f"replay of queued writes FAILED: {type(exc).__name__}: {exc} "
+                                        f"(retry: scripts/bm replay {country})"}
+    n = out.get("applied", 0)
+    return {"ok": True, **out, "message": f"{n} queued write(s) replayed into {out['store']}"
+            if out.get("received") else "no queued write to replay"}
 
 
 # ------------------------------------------------------------------------------------------ drop-namespace
@@ -339,6 +360,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("country")
     u.add_argument("--reason", required=True)
     u.add_argument("--force", action="store_true", help="even if the freezing run looks alive")
+    rp = sub.add_parser("replay", help="apply the writes queued while a country was frozen (after unfreeze)")
+    rp.add_argument("country")
     pr = sub.add_parser("prepare", help="install the write gate's guard triggers (safe while the app writes)")
     pr.add_argument("--timeout", type=int, default=120)
     d = sub.add_parser("drop-namespace", help="drop a namespace's database, keyspace and S3 prefix")
@@ -378,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "unfreeze":
             print(operator_unfreeze(load_config(), args.country, args.reason, args.force)["message"])
             return 0
+        if args.command == "replay":
+            out = operator_replay(load_config(), args.country)
+            print(f"{normalize_country(args.country)}: {out['message']}")
+            return 0 if out["ok"] else 1
         if args.command == "prepare":
             res = write_gate.prepare(load_config(), timeout_s=args.timeout)
             print(f"write gate ready: {len(res.installed)} guard trigger(s) installed in {res.seconds}s")

@@ -123,6 +123,32 @@ def test_frozen_writes_are_accepted_held_and_replayed_into_legacy_after_an_abort
     assert _legacy(cfg, "SELECT amount FROM invoices WHERE invoice_id = %s", (key,)) == (Decimal("16"),)
 
 
+def test_operator_unfreeze_replays_the_writes_queued_while_a_dead_run_held_the_freeze(fresh_countries, fast, capsys):
+    """A run died inside its freeze (its replay_writes never ran): `scripts/bm unfreeze` re-enables legacy
+    writes and applies what the application queued meanwhile, so new writes stop being held behind them."""
+    from billing_migration import ops
+    from billing_migration.app import replay
+    from billing_migration.app.writes import APPLIED, PENDING, Write, WritePath
+    from billing_migration.stores import write_gate
+
+    cfg = fresh_countries(100, {COUNTRY: 1.0}, seed=7)
+    dead_run = f"manual__died_{os.getpid()}_{time.time_ns()}"
+    key, cid = _invoice(cfg)
+    seq = time.time_ns() // 1000
+    with WritePath(fast) as path:
+        write_gate.freeze(cfg, COUNTRY, "airflow:migrate_billing", dead_run)
+        queued = Write(COUNTRY, "invoices", key, cid, "update", seq, f"op-{seq}", {"amount": Decimal("21")})
+        assert path.submit(queued).status == PENDING
+        out = ops.operator_unfreeze(fast, COUNTRY, "run died (kill -9)")
+        assert out["replay"]["ok"] and out["replay"]["applied"] == 1, out
+        assert "1 queued write(s) replayed into legacy" in out["message"]
+        assert _legacy(cfg, "SELECT amount FROM invoices WHERE invoice_id = %s", (key,)) == (Decimal("21"),)
+        assert not replay.hold_state(cfg, COUNTRY)["holding"]
+        nxt = Write(COUNTRY, "invoices", key, cid, "update", seq + 1, f"op-{seq + 1}", {"amount": Decimal("22")})
+        assert path.submit(nxt) == (APPLIED, "legacy", None)
+    assert ops.operator_replay(fast, COUNTRY)["message"] == "no queued write to replay"  # safe to repeat
+
+
 @pytest.mark.skipif(os.environ.get("BM_ALLOW_RESTARTS") != "1",
                     reason="restarts the stack's ElasticMQ: only on a private stack (BM_ALLOW_RESTARTS=1)")
 def test_elasticmq_restarted_mid_replay_loses_nothing_and_applies_nothing_twice(fresh_countries, fast):
