@@ -534,6 +534,10 @@ def run_case(case: Case, keep: bool = False, given: Config | None = None) -> Out
             writer.stop()
         out.runs = run.attempts
         out.final = gate_state(cfg)
+        if out.final == "cut_over":  # writes acknowledged on Cassandra reach legacy through the reverse sync
+            from billing_migration.app import replay
+
+            out.extra_figures["reverse_synced"] = replay.reverse_sync(cfg, COUNTRY).get("applied", 0)
         _check(cfg, out, rc)
         out.extra_figures["app_writes"] = {"acked": len(writer.acked), "refused": len(writer.refused),
                                            "errors": len(writer.errors)}
