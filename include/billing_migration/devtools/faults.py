@@ -151,10 +151,12 @@ def case_namespace(tag: str, keep: bool, cfg: Config | None) -> Iterator[Config]
 
 
 def seed(cfg: Config, customers: int, seed_no: int = 7) -> None:
+    from billing_migration.country import load
     from billing_migration.devtools import generator
     from billing_migration.stores import write_gate
 
     write_gate.reset_routing(cfg, "faults", "fresh case")
+    load.delete_country(cfg, COUNTRY)  # both stores start clean (a shared namespace may hold earlier rows)
     generator.seed(cfg, customers, seed=seed_no, countries={COUNTRY: 1.0})
 
 
