@@ -267,12 +267,14 @@ def test_corrupted_target_row_is_caught_by_compare_and_repaired(cfg, seeded):
         pipeline.export_lane(cfg, p, run_id, lane)
         pipeline.transform_lane(cfg, p, run_id, lane)
         pipeline.load_lane(cfg, p, run_id, lane)
+        # An invoice of this country (chunks tile every id from 0, and the keyspace holds other tests' rows).
+        with connections.mysql_conn("mysql_export", cfg) as conn, conn.cursor() as cur:
+            cur.execute("SELECT i.customer_id, i.invoice_id FROM invoices i JOIN customers c USING (customer_id) "
+                        "WHERE c.country = %s ORDER BY i.invoice_id LIMIT 1", (COUNTRY,))
+            cid, iid = cur.fetchone()
         with connections.cassandra_session(cfg) as s:
             row = s.execute("SELECT customer_id, entity_id, amount FROM customer_billing WHERE customer_id=%s "
-                            "AND entity_type='invoice' LIMIT 1", (lane.chunks[0].lo,)).one()
-            if row is None:  # the first customer may have no invoice: take any invoice of the chunk
-                row = next(r for r in s.execute("SELECT customer_id, entity_id, amount, entity_type FROM "
-                                                "customer_billing") if r.entity_type == "invoice")
+                            "AND entity_type='invoice' AND entity_id=%s", (int(cid), int(iid))).one()
             s.execute("UPDATE customer_billing SET amount=%s WHERE customer_id=%s AND entity_type='invoice' "
                       "AND entity_id=%s", (row.amount + Decimal("1.00"), row.customer_id, row.entity_id))
         out = pipeline.compare_lane(cfg, p, run_id, lane)
