@@ -93,13 +93,14 @@ def test_frozen_writes_are_accepted_held_and_replayed_into_legacy_after_an_abort
         conn.commit()
     assert _legacy(cfg, "SELECT amount FROM invoices WHERE invoice_id = %s", (key,)) == (Decimal("15"),)
     with connections.cassandra_session(cfg) as s:
-        ins = Write(COUNTRY, "customers", 4_000_000_002, 4_000_000_002, "insert", seq, f"wp-c-{seq}",
+        new_id = 9_000_000_000 + seq % 1_000_000_000  # an id no generator gives (IE's own customers are 4e9+)
+        ins = Write(COUNTRY, "customers", new_id, new_id, "insert", seq, f"wp-c-{seq}",
                     {"email": "x@example.com", "status": "active", "signup_at": "2030-01-01T00:00:00",
                      "billing_day": 3, "updated_at": "2031-01-01T00:00:00"})
         assert apply.apply_cassandra(s, ins, consumer=True) == apply.APPLIED
         assert apply.apply_cassandra(s, ins, consumer=True) == apply.DUPLICATE
         apply.apply_cassandra(s, ins)  # applied twice without the mark: the same partition
-        rows = list(s.execute("SELECT email, country FROM customer_billing WHERE customer_id = 4000000002"))
+        rows = list(s.execute("SELECT email, country FROM customer_billing WHERE customer_id = %s", (new_id,)))
         assert [(r.email, r.country) for r in rows] == [("x@example.com", COUNTRY)]
 
     # The guard triggers: only the reverse sync's session may write a cut-over country's legacy copy, and
