@@ -30,8 +30,8 @@ lock:
 bench:
 	scripts/bench
 
-# A wave of two countries through a scheduler and two Celery workers (starts the stack with Redis; not part of
-# `make test`: ~20 min on the loaded 2-core CI host).
+# A wave of two countries through a scheduler and two Celery workers (starts the stack with Redis; `make test`
+# runs it too, as tests/integration/test_celery_wave.py: ~5 min on a quiet 2-core host).
 celery-wave:
 	scripts/celery-wave
 

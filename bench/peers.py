@@ -170,11 +170,14 @@ def dsbulk_command(jar: Path, host: str, port: int, keyspace: str, csv_path: Pat
             "--log.directory", str(PEER_DIR / "dsbulk-logs")]
 
 
-def write_peer_csv(cfg, country: str, run_id: str, path: Path) -> dict[str, int]:
-    """CSV of the transformed rows (the rows our load writes), restricted to customer_billing's columns.
+def write_peer_csv(cfg, country: str, run_id: str, path: Path | None) -> dict[str, int]:
+    """CSV of the transformed rows (the rows our load writes), restricted to customer_billing's columns;
+    with `path` None only the counts (rows, partitions) are returned.
 
     Sorted by partition key, so the peer can group a partition's rows into one batch, as ours does. Written by
-    Arrow's CSV writer (timestamps as `2026-01-01 00:00:00.000Z`, decimals exact, nulls as empty fields).
+    Arrow's CSV writer (timestamps as `2026-01-01 00:00:00.000Z`, decimals exact, nulls as empty fields), one
+    transformed part at a time (a part is one chunk's customers, so partitions never span two parts and the
+    harness's memory stays flat at 1M customers).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -189,16 +192,27 @@ def write_peer_csv(cfg, country: str, run_id: str, path: Path) -> dict[str, int]
         cols = {r.column_name for r in session.execute(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name=%s AND table_name=%s",
             (cfg.cassandra_keyspace, "customer_billing"))}
-    tbl = pa.concat_tables([s3io.get_parquet(client, cfg.s3_bucket, k) for k in keys])
-    # the static row of a partition carries the run id as customer_run_id, as load.py writes it
-    static = pc.is_null(tbl.column("entity_type"))
-    run = tbl.column("run_id")
-    tbl = tbl.set_column(tbl.column_names.index("run_id"), "run_id",
-                         pc.if_else(static, pa.scalar(None, pa.string()), run))
-    tbl = tbl.append_column("customer_run_id", pc.if_else(static, run, pa.scalar(None, pa.string())))
-    first = ["customer_id", "entity_type", "entity_id"]
-    header = first + [n for n in tbl.column_names if n in cols and n not in first]
-    tbl = tbl.select(header)  # parts are key ranges in order and sorted inside: partitions stay contiguous
-    pacsv.write_csv(tbl, str(path))
-    return {"rows": tbl.num_rows, "partitions": len(pc.unique(tbl.column("customer_id"))),
-            "bytes": path.stat().st_size}
+    rows = partitions = 0
+    writer = None
+    try:
+        for k in keys:
+            tbl = s3io.get_parquet(client, cfg.s3_bucket, k)
+            rows += tbl.num_rows
+            partitions += len(pc.unique(tbl.column("customer_id")))
+            if path is None:
+                continue
+            # the static row of a partition carries the run id as customer_run_id, as load.py writes it
+            static = pc.is_null(tbl.column("entity_type"))
+            run = tbl.column("run_id")
+            tbl = tbl.set_column(tbl.column_names.index("run_id"), "run_id",
+                                 pc.if_else(static, pa.scalar(None, pa.string()), run))
+            tbl = tbl.append_column("customer_run_id", pc.if_else(static, run, pa.scalar(None, pa.string())))
+            first = ["customer_id", "entity_type", "entity_id"]
+            tbl = tbl.select(first + [n for n in tbl.column_names if n in cols and n not in first])
+            if writer is None:
+                writer = pacsv.CSVWriter(str(path), tbl.schema)
+            writer.write_table(tbl.cast(writer.schema) if tbl.schema != writer.schema else tbl)
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"rows": rows, "partitions": partitions, "bytes": path.stat().st_size if path is not None else 0}

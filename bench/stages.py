@@ -19,6 +19,7 @@ STAGE_FUNCS: dict[str, tuple[str, str]] = {
     "load": ("billing_migration.country.load", "load_chunk"),
     "compare": ("billing_migration.country.compare", "compare_range"),
     "snapshot": ("billing_migration.nightly.snapshot", "snapshot_cassandra_split"),
+    "reconcile": ("billing_migration.nightly.reconcile", "reconcile_country"),
 }
 
 
@@ -153,6 +154,22 @@ def prepare(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
             return acc
 
         return _snapshot
+
+    if stage == "reconcile":
+        from billing_migration.nightly import reconcile, snapshot
+
+        day = spec.get("day", "2000-01-01")
+
+        def _reconcile() -> dict[str, Any]:
+            # the night's other half for this country (the Cassandra side is the snapshot stage's output):
+            # legacy snapshot, the plans read from Cassandra, then the three checks (counts, field by field, money)
+            mysql_counts = snapshot.snapshot_mysql(cfg, day, country)
+            snapshot.snapshot_cassandra_plans(cfg, day, country)
+            res = reconcile.reconcile_country(cfg, day, snapshot.Routing(country, "cassandra", True, None))
+            return {"mysql_rows": sum(mysql_counts.values()), "ok": int(bool(res["ok"])),
+                    "problems": len(res["problems"]), "record_differences": res.get("record_differences", 0)}
+
+        return _reconcile
 
     if stage == "loadlab":
         from bench import loadlab

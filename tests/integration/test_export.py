@@ -6,6 +6,8 @@ import hashlib
 import io
 import itertools
 import math
+import threading
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -151,6 +153,30 @@ def test_pipelined_export_failure_leaves_no_manifest(cfg, seeded, s3, monkeypatc
     with pytest.raises(RuntimeError, match="connection lost"):
         export.export_chunk(cfg, "PT", "fails", ch, engine="connectorx")
     assert not s3io.exists(s3, cfg.s3_bucket, s3io.stage_key(cfg, "PT", "fails", "manifest", 71, "json"))
+
+
+def test_pipelined_export_reads_two_tables_at_once(cfg, seeded, s3, monkeypatch):
+    """The offline path keeps two reads in flight (two server threads), and still writes every table whole."""
+    ch = {"chunk": 72, "lo": PT_BASE, "hi": PT_BASE + 29}
+    original, active, peak = export._cx_batches, [0], [0]
+    lock = threading.Lock()
+
+    def tracked(cfg_, sql, params, batch_rows):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            time.sleep(0.3)  # long enough for the other reader to start its table
+            yield from original(cfg_, sql, params, batch_rows)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(export, "_cx_batches", tracked)
+    m = export.export_chunk(cfg, "PT", "par", ch, engine="connectorx")
+    assert peak[0] == export.READERS == 2
+    for t in schema.CUSTOMER_TABLES:
+        assert m["tables"][t.name]["rows"] == _chunk_count(cfg, t, "PT", ch["lo"], ch["hi"]), t.name
 
 
 def test_export_plans_only_the_countrys_plans(cfg, seeded, s3):

@@ -46,6 +46,7 @@ from billing_migration.stores import connections, s3io, schema
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_ROWS = 50_000
+READERS = 2  # connectorx reader threads in the offline path (each its own connection and server thread)
 QUEUE_BATCHES = 2  # raw batches between the reader thread and the encoder (bounds the export's memory)
 ENGINES = ("mysqlclient", "connectorx")
 _AS_TEXT = ("decimal", "timestamp", "date")  # selected as CAST(... AS CHAR), converted in Arrow
@@ -55,10 +56,12 @@ def _date_columns(table: schema.Table) -> list[schema.Column]:
     return [c for c in table.columns if c.kind in ("timestamp", "date")]
 
 
-def _select_list(table: schema.Table, alias: str) -> str:
+def _select_list(table: schema.Table, alias: str, native_decimals: bool = False) -> str:
+    """Columns as the export reads them: dates as text (zero dates survive), decimals as text for
+    mysqlclient (Python Decimal objects would cost ~1 µs each) or native for connectorx (exact decimal128)."""
     out = []
     for c in table.columns:
-        if c.kind in _AS_TEXT:
+        if c.kind in _AS_TEXT and not (native_decimals and c.kind == "decimal"):
             out.append(f"CAST({alias}.`{c.name}` AS CHAR) AS `{c.name}`")
         else:
             out.append(f"{alias}.`{c.name}`")
@@ -95,8 +98,8 @@ def to_arrow(table: schema.Table, columns: dict[str, pa.Array]) -> pa.RecordBatc
             value, bad = _parse_datetime(raw, c.kind)
             flags.append((c.name, bad))
             out.append(value)
-        elif c.kind == "decimal":
-            out.append(raw.cast(pa.string()).cast(target))
+        elif c.kind == "decimal":  # exact either way: a cast that would drop a digit raises
+            out.append(raw.cast(target) if pa.types.is_decimal(raw.type) else raw.cast(pa.string()).cast(target))
         else:
             out.append(raw.cast(target))
     names = [c.name for c in table.columns]
@@ -152,15 +155,15 @@ def _parse_datetime(raw: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
 
 
 # --------------------------------------------------------------------------------------------- queries
-def _chunk_query(table: schema.Table, customer_ids: list[int] | None) -> str:
+def _chunk_query(table: schema.Table, customer_ids: list[int] | None, native_decimals: bool = False) -> str:
     ids = ""
     if customer_ids is not None:
         ids = f" AND c.customer_id IN ({', '.join(['%s'] * len(customer_ids))})"
     if table.name == "customers":
-        return (f"SELECT {_select_list(table, 'c')} FROM customers c"
+        return (f"SELECT {_select_list(table, 'c', native_decimals)} FROM customers c"
                 f" WHERE c.country = %s AND c.customer_id BETWEEN %s AND %s{ids}"
                 " ORDER BY c.customer_id")
-    return (f"SELECT {_select_list(table, 't')} FROM `{table.name}` t"
+    return (f"SELECT {_select_list(table, 't', native_decimals)} FROM `{table.name}` t"
             " JOIN customers c ON c.customer_id = t.customer_id"
             f" WHERE c.country = %s AND c.customer_id BETWEEN %s AND %s"
             f" AND t.customer_id BETWEEN %s AND %s{ids}"
@@ -237,18 +240,23 @@ def _cx_batches(cfg: Config, sql: str, params: list[Any], batch_rows: int) -> It
 
 
 class _ChunkProgress:
-    """The export's progress: customers counted from the customers table, the fraction done from the table
-    being read and how far through the chunk's key range its rows are (rows come in customer_id order)."""
+    """The export's progress: customers counted from the customers table, the fraction done from how far
+    through the chunk's key range each table's rows are (rows come in customer_id order; tables may be read
+    in parallel, so the fraction is the mean over tables)."""
 
     def __init__(self, cfg: Config, label: str, lo: int, hi: int, n_tables: int, customers: int | None) -> None:
         self.prog = Progress(label, customers_total=customers, interval=interval_of(cfg))
         self.lo, self.span, self.n_tables = lo, max(hi - lo + 1, 1), n_tables
+        self.within = [0.0] * n_tables
 
     def batch(self, index: int, table: schema.Table, batch: pa.RecordBatch) -> None:
         last = batch.column("customer_id")[batch.num_rows - 1].as_py() if batch.num_rows else self.lo
-        within = min(max((int(last) - self.lo + 1) / self.span, 0.0), 1.0)
+        self.within[index] = min(max((int(last) - self.lo + 1) / self.span, 0.0), 1.0)
         self.prog.update(batch.num_rows, batch.num_rows if table.name == "customers" else 0,
-                         fraction=(index + within) / self.n_tables)
+                         fraction=sum(self.within) / self.n_tables)
+
+    def table_done(self, index: int) -> None:
+        self.within[index] = 1.0
 
     def finish(self) -> None:
         self.prog.finish()
@@ -303,11 +311,16 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
 
 
 def _read_all(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
-              q: queue.Queue, stop: threading.Event) -> None:
-    """Reader thread: (table index, raw batch) for every batch, (index, None) at each table's end,
-    (-1, exception) if reading fails."""
+              q: queue.Queue, stop: threading.Event, todo: Iterator[int], lock: threading.Lock) -> None:
+    """Reader thread: takes the next table not yet taken, puts (table index, raw batch) for every batch and
+    (index, None) at the table's end; (-1, exception) if reading fails."""
     try:
-        for i, (_table, sql, params, _key) in enumerate(tables):
+        while not stop.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            _table, sql, params, _key = tables[i]
             for rb in _cx_batches(cfg, sql, params, batch_rows):
                 if not _put(q, (i, rb), stop):
                     return
@@ -338,46 +351,52 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 def _export_pipelined(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
                       prog: _ChunkProgress | None) -> dict[str, dict[str, Any]]:
-    """connectorx reads (thread) -> typed Arrow + Parquet encode (this thread) -> sha256 + upload (thread).
+    """connectorx reads (READERS threads, one table each at a time) -> typed Arrow + Parquet encode (this
+    thread, one writer per table being read) -> sha256 + upload (thread).
 
-    The queue holds at most QUEUE_BATCHES raw batches, so memory stays flat whatever the chunk's size;
-    finished table files wait on local disk for the uploader, not in memory.
+    Two readers keep two server threads busy (MariaDB runs a query on one core; the big tables, invoices
+    and payments, are read side by side). The queue holds at most QUEUE_BATCHES raw batches, so memory
+    stays flat whatever the chunk's size; finished table files wait on local disk for the uploader.
     """
     _limit_malloc_arenas()
     client = s3io.client(cfg)
     q: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     stop = threading.Event()
-    reader = threading.Thread(target=_read_all, args=(cfg, tables, batch_rows, q, stop),
-                              name="export-read", daemon=True)
+    todo, lock = iter(range(len(tables))), threading.Lock()
+    readers = [threading.Thread(target=_read_all, args=(cfg, tables, batch_rows, q, stop, todo, lock),
+                                name=f"export-read-{r}", daemon=True) for r in range(min(READERS, len(tables)))]
     uploads: dict[str, Future] = {}
-    writer: _TableWriter | None = None
+    writers: dict[int, _TableWriter] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="export-upload") as uploader:
-        reader.start()
+        for r in readers:
+            r.start()
         try:
             while len(uploads) < len(tables):
                 i, item = q.get()
                 if i < 0:
                     raise item
                 table, _sql, _params, key = tables[i]
-                writer = writer or _TableWriter(table)
+                writer = writers[i] if i in writers else writers.setdefault(i, _TableWriter(table))
                 if item is None:
-                    uploads[table.name] = uploader.submit(writer.finish, client, cfg.s3_bucket, key)
-                    writer = None
+                    uploads[table.name] = uploader.submit(writers.pop(i).finish, client, cfg.s3_bucket, key)
+                    if prog is not None:
+                        prog.table_done(i)
                     continue
                 batch = to_arrow(table, {n: item.column(n) for n in item.schema.names})
                 writer.write(batch)
                 if prog is not None:
                     prog.batch(i, table, batch)
-            return {name: fut.result() for name, fut in uploads.items()}
+            return {tables[i][0].name: uploads[tables[i][0].name].result() for i in range(len(tables))}
         except BaseException:
-            if writer is not None:
+            for writer in writers.values():
                 writer.upload.abort()
             for fut in uploads.values():
                 fut.cancel()
             raise
         finally:
             stop.set()
-            reader.join(timeout=30)
+            for r in readers:
+                r.join(timeout=30)
 
 
 def _export_tables(cfg: Config, tables: list[tuple[schema.Table, str, list[Any], str]], batch_rows: int,
@@ -414,10 +433,11 @@ def export_chunk(cfg: Config, country: str, run_id: str, chunk: dict[str, int],
     if batch_rows < 1:
         raise ValueError("batch_rows must be >= 1")
     t0 = time.monotonic()
-    jobs = [(t, _chunk_query(t, customer_ids), _chunk_params(t, country, lo, hi, customer_ids),
-             s3io.table_key(cfg, country, run_id, t.name, n)) for t in schema.CUSTOMER_TABLES]
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    native = engine == "connectorx"
+    jobs = [(t, _chunk_query(t, customer_ids, native), _chunk_params(t, country, lo, hi, customer_ids),
+             s3io.table_key(cfg, country, run_id, t.name, n)) for t in schema.CUSTOMER_TABLES]
     prog = _ChunkProgress(cfg, f"export {country} chunk {n}", lo, hi, len(jobs),
                           len(customer_ids) if customer_ids is not None else chunk.get("customers"))
     tables = _export_tables(cfg, jobs, batch_rows, engine, prog)
