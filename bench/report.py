@@ -185,8 +185,11 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
         lp = pe.get("load") or {}
         rows = [_row("ours: load_chunk, 1 process", ld, cols_l, ld)]
         rows.append(_row("peer: DSBulk", lp.get("dsbulk"), cols_l, ld))
+        limit = (lp.get("java_driver_limit") or {}).get("max_concurrent", "—")
         for k, label in (("java_driver_batch", "peer: Java driver, 1 unlogged batch per partition"),
-                         ("java_driver_nobatch", "peer: Java driver, one INSERT per row")):
+                         ("java_driver_nobatch", "peer: Java driver, one INSERT per row"),
+                         ("java_driver_limit", f"limit: the Java peer with {limit} requests in flight "
+                                               "(Cassandra's write rate here)")):
             if k in lp:
                 rows.append(_row(label, lp.get(k), cols_l, ld))
         out.append(table(hdr_l, rows))

@@ -168,6 +168,13 @@ class Bench:
         self.env["BM_TMP_DIR"] = str(self.tmp)
 
         self.repeats = args.repeats  # set per size by run_size (large sizes: --large-repeats)
+        self.results: dict[str, Any] | None = None  # the run's results, saved after every stage
+
+    def checkpoint(self, size: int, out: dict[str, Any]) -> None:
+        """Save what this size has measured so far: a long run (1M) stopped midway keeps its stages."""
+        if self.results is not None:
+            self.results["sizes"][str(size)] = out
+            _save(self.results, self.args)
 
     def repeat(self, specs_for_rep, repeats: int | None = None) -> list[Sample]:
         out = []
@@ -296,6 +303,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     st["transform"] = (b.stage("transform", country, run_id, chunks, work={"rows": total_rows})
                        if _ok(st["export"]) else _blocked("export", st["export"]))
 
+    b.checkpoint(size, out)
     # ---- load and its peer
     if _ok(st["transform"]):
         csv_path = b.tmp / f"{country}.csv"
@@ -316,6 +324,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     else:
         st["load"] = _blocked("transform", st["transform"])
 
+    b.checkpoint(size, out)
     large = size >= args.large_size
     skip = {"available": False, "reason": f"skipped at {size:,} customers (the default run measures it at the "
             "smaller sizes only, to stay near 20 minutes; --large-stages all to include it)"}
@@ -329,6 +338,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
         st["compare"] = (b.stage("compare", country, run_id, chunks, work={"rows": total_rows})
                          if _ok(st["load"]) else _blocked("load", st["load"]))
 
+    b.checkpoint(size, out)
     # ---- nightly snapshot: token-range scan of the whole ring (every country in the keyspace)
     log(f"[{country} {size}] snapshot")
     if large and "snapshot" not in wanted:
@@ -350,6 +360,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
         st["snapshot"] = ({"available": False, "reason": b.avail["snapshot"]} if b.avail.get("snapshot")
                           else _blocked("load", st["load"]))
 
+    b.checkpoint(size, out)
     # ---- nightly reconciliation of this country: legacy snapshot + counts, field-by-field and money checks
     log(f"[{country} {size}] reconcile")
     if large and "reconcile" not in wanted:
@@ -358,6 +369,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
         st["reconcile"] = b.stage("reconcile", country, run_id, [], work={"rows": total_rows})
     else:
         st["reconcile"] = _blocked("snapshot", st["snapshot"])
+    b.checkpoint(size, out)
     return out
 
 
@@ -398,6 +410,9 @@ def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int]) -> dict[
             variants.append((f"java_driver_{'batch' if batch else 'nobatch'}",
                              peers.java_load_command(cp, host, port, cfg.cassandra_keyspace, csv_path, conc, batch),
                              True))
+        if b.args.limit_concurrency:  # the physical limit: Cassandra's write rate with many more requests in flight
+            variants.append(("java_driver_limit", peers.java_load_command(
+                cp, host, port, cfg.cassandra_keyspace, csv_path, b.args.limit_concurrency, True), True))
     except (subprocess.SubprocessError, OSError) as exc:
         result["java_driver"] = {"available": False, "reason": str(exc)[:1000]}
     for name, argv, parse in variants:
@@ -408,7 +423,9 @@ def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int]) -> dict[
             result[name] = {"available": False, "reason": str(exc)[:1500]}
             continue
         result[name] = {**summarize(samples, {"rows": counts["rows"], "partitions": counts["partitions"]}),
-                        "available": True, "max_concurrent": conc, "samples": [s.as_dict() for s in samples]}
+                        "available": True,
+                        "max_concurrent": b.args.limit_concurrency if name == "java_driver_limit" else conc,
+                        "samples": [s.as_dict() for s in samples]}
     result["java_version"] = peers.java_version()
     result["java_driver_version"] = peers.java_driver_version()
     truncate()
@@ -575,6 +592,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="chunk size for the scaling runs (enough chunks to deal over 4 processes)")
     p.add_argument("--chunk-customers", type=int, default=None, help="default: migration.yaml's chunk_customers")
     p.add_argument("--peer-concurrency", type=int, default=64, help="DSBulk/Java in-flight requests")
+    p.add_argument("--limit-concurrency", type=int, default=256,
+                   help="also run the Java peer with this many requests in flight: Cassandra's write rate here, "
+                        "the load's physical limit (0 = skip)")
     p.add_argument("--load-peer-max-size", type=int, default=None,
                    help="largest size at which the Java load peer runs (its CSV alone is ~6 GB at 1M)")
     p.add_argument("--peer-nobatch", action="store_true",
@@ -618,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         "namespace": args.namespace, "machine": machine(), "sizes": {}, "notes": [],
     }
     b = Bench(args, env, cfg)
+    b.results = results
     b.avail = stages.availability()
     results["availability"] = {k: (v or "available") for k, v in b.avail.items()}
     log(f"stages: {results['availability']}")

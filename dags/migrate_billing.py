@@ -16,11 +16,10 @@ serves it now: Cassandra after the flip, legacy after an abort (outside the free
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, Param, get_current_context, task
 from billing_migration.config import load_config, param_specs
 from billing_migration.country import pipeline
+from billing_migration.dag_defaults import dag_defaults
 from billing_migration.online import stages
 from billing_migration.records import Lane
 
@@ -52,10 +51,7 @@ def build(country: str) -> DAG:
         dag_id=f"migrate_billing_{country.lower()}",
         description=f"Migrate {country}'s billing data from legacy MySQL to Cassandra and cut over",
         schedule=None,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["billing-migration", f"country:{country}"],
+        **dag_defaults("migrate", country),
         doc_md=__doc__,
         params={name: Param(**spec) for name, spec in param_specs(country, s).items()},
     ) as dag:

@@ -12,11 +12,10 @@ Logic lives in `billing_migration.waves`; this file only wires it.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, Param, TaskGroup, get_current_context, task
 from billing_migration import waves
 from billing_migration.config import load_config
+from billing_migration.dag_defaults import dag_defaults
 
 CFG = load_config()
 SETTINGS = CFG.waves
@@ -35,10 +34,7 @@ if SETTINGS is not None:
         dag_id="migration_waves",
         description="Migrate countries in waves (canary first) through their migrate_billing_<cc> DAGs",
         schedule=None,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["billing-migration", "waves"],
+        **dag_defaults("waves"),
         doc_md=__doc__,
         params={name: Param(**spec) for name, spec in waves.param_specs(CFG).items()},
     ) as dag:

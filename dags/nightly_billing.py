@@ -22,10 +22,11 @@ or the legacy data and trigger again.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from billing_migration.config import load_config
+from billing_migration.dag_defaults import dag_defaults
 from billing_migration.nightly import reconcile, renewal, snapshot
 
 CFG = load_config()
@@ -43,10 +44,7 @@ with DAG(
     dag_id="nightly_billing",
     description="Nightly snapshot reconciliation of MySQL and Cassandra, and the renewal crawl",
     schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["billing-migration", "nightly"],
+    **dag_defaults("nightly"),
     doc_md=__doc__,
     params={
         "drift_threshold": Param(0.05, type="number", minimum=0, maximum=1, title="Shrink threshold",

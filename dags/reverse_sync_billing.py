@@ -9,10 +9,11 @@ snapshots. Logic: `billing_migration.app.replay`; this file only wires it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, task
 from billing_migration.config import load_config
+from billing_migration.dag_defaults import dag_defaults
 
 CFG = load_config()
 
@@ -20,10 +21,7 @@ with DAG(
     dag_id="reverse_sync_billing",
     description="Mirror cut-over countries' Cassandra writes to legacy MySQL (reverse-sync queues)",
     schedule=timedelta(minutes=5),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["billing-migration", "reverse-sync"],
+    **dag_defaults("reverse-sync"),
     doc_md=__doc__,
 ) as dag:
 

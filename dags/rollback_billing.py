@@ -9,10 +9,9 @@ and replayed into legacy after it. On failure before the flip the country stays 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, get_current_context, task
 from billing_migration.config import load_config
+from billing_migration.dag_defaults import dag_defaults
 
 CFG = load_config()
 
@@ -22,10 +21,7 @@ def build(country: str) -> DAG:
         dag_id=f"rollback_billing_{country.lower()}",
         description=f"Roll {country}'s billing back from Cassandra to legacy MySQL without losing a write",
         schedule=None,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["billing-migration", "rollback", f"country:{country}"],
+        **dag_defaults("rollback", country),
         doc_md=__doc__,
     ) as dag:
 

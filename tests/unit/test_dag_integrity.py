@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from billing_migration.config import load_config
+from billing_migration.dag_defaults import START_DATE
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -80,3 +81,13 @@ def test_reverse_sync_and_rollback_dags(bag):
     nightly = bag.get_dag("nightly_billing")
     assert "assert_reverse_synced" in nightly.get_task("reverse_sync").downstream_task_ids
     assert "reverse_sync" in nightly.get_task("snapshot_mysql").upstream_task_ids
+
+
+def test_every_dag_shares_the_package_defaults(bag):
+    """One run at a time, no catch-up, a fixed start, and tags by kind and country (dag_defaults)."""
+    for dag_id, dag in bag.dags.items():
+        assert dag.catchup is False and dag.max_active_runs == 1, dag_id
+        assert dag.start_date == START_DATE.replace(tzinfo=dag.start_date.tzinfo), dag_id
+        assert "billing-migration" in dag.tags, dag_id
+        if dag_id.startswith(("migrate_billing_", "rollback_billing_")):
+            assert f"country:{dag_id.rsplit('_', 1)[1].upper()}" in dag.tags, dag_id
