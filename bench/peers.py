@@ -210,8 +210,9 @@ def write_peer_csv(cfg, country: str, run_id: str, path: Path | None) -> dict[st
             first = ["customer_id", "entity_type", "entity_id"]
             tbl = tbl.select(first + [n for n in tbl.column_names if n in cols and n not in first])
             if writer is None:
-                writer = pacsv.CSVWriter(str(path), tbl.schema)
-            writer.write_table(tbl.cast(writer.schema) if tbl.schema != writer.schema else tbl)
+                csv_schema = tbl.schema
+                writer = pacsv.CSVWriter(str(path), csv_schema)
+            writer.write_table(tbl.cast(csv_schema) if tbl.schema != csv_schema else tbl)
     finally:
         if writer is not None:
             writer.close()

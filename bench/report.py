@@ -105,6 +105,47 @@ def goal_rows(st: dict[str, Any], pe: dict[str, Any]) -> list[list[Any]]:
             for name, v, ok, unit in goals]
 
 
+def memory_section(results: dict[str, Any]) -> list[str]:
+    """Peak RSS of every stage at every size, and the goal: the largest size within 1.2x of 100k's."""
+    sizes = sorted(results.get("sizes") or {}, key=int)
+    if len(sizes) < 2:
+        return []
+    base = "100000" if "100000" in sizes else sizes[0]
+    top = sizes[-1]
+    if top == base:
+        return []
+    rows = []
+    for stage in MEASURED:
+        per = [(results["sizes"][sz].get("stages") or {}).get(stage) for sz in sizes]
+        cells = [fmt(r["maxrss_mb"]) if _ok(r) else "—" for r in per]
+        b, t = (results["sizes"][base].get("stages") or {}).get(stage), per[-1]
+        ratio = t["maxrss_mb"] / b["maxrss_mb"] if _ok(b) and _ok(t) else None
+        rows.append([stage, *cells, "—" if ratio is None else f"{ratio:.2f}×",
+                     "—" if ratio is None else ("yes" if ratio <= 1.2 else "no")])
+    out = [f"### Peak RSS by size (MB, the stage's own process; goal: {int(top):,} within 1.2× of {int(base):,})", ""]
+    out.append(table(["stage", *[f"{int(sz):,}" for sz in sizes], f"{int(top):,} ÷ {int(base):,}", "met"], rows))
+    merged = results.get("merged_runs") or []
+    if merged:
+        out.append("")
+        out.append("Sizes merged in from other runs of the same code: " + "; ".join(
+            f"{', '.join(f'{int(x):,}' for x in m['sizes'])} customers from the run of {m['started_at']} "
+            f"(`{m['command']}`, {fmt(m.get('total_wall_s'))} s, load average {' '.join(m.get('loadavg_start', []))} "
+            f"at start, {' '.join(m.get('loadavg_end', []))} at end)" for m in merged) + ".")
+    out.append("")
+    return out
+
+
+def merge(results: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """`other`'s sizes added to `results` (a 1M run made apart from the default run), recorded as merged."""
+    results.setdefault("sizes", {}).update(other.get("sizes") or {})
+    m = other.get("machine") or {}
+    results.setdefault("merged_runs", []).append({
+        "sizes": sorted(other.get("sizes") or {}, key=int), "started_at": other.get("started_at"),
+        "command": other.get("command"), "total_wall_s": other.get("total_wall_s"),
+        "loadavg_start": m.get("loadavg_start", []), "loadavg_end": m.get("loadavg_end", [])})
+    return results
+
+
 def slowest_stage(results: dict[str, Any]) -> str | None:
     """The stage with the longest median wall at the smallest measured size (where every stage runs)."""
     sizes = results.get("sizes") or {}
@@ -229,6 +270,7 @@ def render(results: dict[str, Any], json_path: Path | None = None) -> str:
             rows.append(_row(f"{k}: {label}", r, ["wall_s", "rows_per_s", "maxrss_mb", "stage_cpu_s", "cpu_s"]))
         out.append(table(["variant", "wall s", "rows/s", "peak RSS MB", "CPU s in stage", "CPU s process"], rows))
         out.append("")
+    out.extend(memory_section(results))
     sc = results.get("scaling")
     if sc:
         out.append(f"### Scaling with parallel processes ({sc['country']}, {sc['customers']:,} customers, "
@@ -345,8 +387,15 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    """`bench.report RUN.json [OTHER.json ...]`: render RUN, with OTHER runs' sizes merged in (written
+    beside RUN as RUN-merged.json, which is what the tables cite)."""
     src = Path(argv[0])
     results = json.loads(src.read_text())
+    if len(argv) > 1:
+        for extra in argv[1:]:
+            results = merge(results, json.loads(Path(extra).read_text()))
+        src = src.with_name(src.stem + "-merged.json")
+        src.write_text(json.dumps(results, indent=1, default=str))
     root = Path(__file__).resolve().parents[1]
     plot(results, src.parent / "scaling.png")
     write_markdown(results, root / "BENCHMARKS.md", src.resolve())

@@ -306,6 +306,9 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     b.checkpoint(size, out)
     # ---- load and its peer
     if _ok(st["transform"]):
+        from billing_migration.country import load as _load
+
+        _load.load_plans(cfg, country, run_id)  # the DAG's load_plans step (the nightly check compares plans too)
         csv_path = b.tmp / f"{country}.csv"
         with_peer = args.load_peer_max_size is None or size <= args.load_peer_max_size
         peer_counts = peers.write_peer_csv(cfg, country, run_id, csv_path if with_peer else None)
