@@ -102,3 +102,27 @@ def test_child_peak_memory_is_its_own_not_the_parents():
     assert 40 <= u.maxrss_mb < 200, u.maxrss_mb  # ru_maxrss would report >= 300 here
     assert u.cpu_s > 0 and u.wall_s >= 0.3
     del ballast
+
+
+def _size(rss: dict[str, float]) -> dict:
+    return {"stages": {k: {"available": True, "wall_s": 1.0, "maxrss_mb": v} for k, v in rss.items()}}
+
+
+def test_memory_section_judges_the_largest_size_against_100k():
+    results = {"sizes": {"10000": _size({"export": 300, "load": 500}),
+                         "100000": _size({"export": 350, "load": 500}),
+                         "1000000": _size({"export": 400, "load": 700})}}
+    text = "\n".join(report.memory_section(results))
+    assert "| export | 300 | 350 | 400 | 1.14× | yes |" in text
+    assert "| load | 500 | 500 | 700 | 1.40× | no |" in text
+    assert "| compare | — | — | — | — | — |" in text
+
+
+def test_merge_adds_the_other_runs_sizes_and_says_where_they_came_from():
+    default = {"sizes": {"10000": _size({"export": 300})}, "started_at": "a"}
+    big = {"sizes": {"1000000": _size({"export": 310})}, "started_at": "b", "command": "scripts/bench --sizes 1000000",
+           "total_wall_s": 3600.0, "machine": {"loadavg_start": ["1.0"], "loadavg_end": ["2.0"]}}
+    merged = report.merge(default, big)
+    assert sorted(merged["sizes"]) == ["10000", "1000000"]
+    assert merged["merged_runs"][0]["sizes"] == ["1000000"] and merged["merged_runs"][0]["started_at"] == "b"
+    assert "from the run of b (`scripts/bench --sizes 1000000`" in "\n".join(report.memory_section(merged))
