@@ -153,6 +153,24 @@ def test_index_and_plans_are_written(cfg, migrated, session):
     assert [(p.plan_id, p.price, p.currency, p.run_id) for p in plans] == [(9003, Decimal("9.9900"), "ARS", RUN)]
 
 
+def test_index_entries_go_in_one_batch_per_bucket_partition(cfg, session, monkeypatch):
+    """customers_by_country entries are batched per (country, bucket) partition, never across two, and a
+    bucket with more entries than INDEX_BATCH_ROWS is split."""
+    monkeypatch.setattr(load, "INDEX_BATCH_ROWS", 2)
+    insert = session.prepare("INSERT INTO customers_by_country (country, bucket, customer_id, run_id) "
+                             "VALUES (?, ?, ?, ?)")
+    customers = list(range(1, 301))
+    got = list(load.index_batches(insert, "AR", customers, "r"))
+    assert sum(n for _label, _b, n in got) == 300 and max(n for _label, _b, n in got) == 2
+    assert len(got) == sum(-(-len([c for c in customers if schema.customer_bucket(c) == b]) // 2)
+                           for b in range(schema.CUSTOMERS_BY_COUNTRY_BUCKETS))
+    for label, batch, n in got:
+        bucket, first, last = (int(x) for x in
+                               label.replace("bucket ", "").replace(" customers ", " ").replace("..", " ").split())
+        assert schema.customer_bucket(first) == schema.customer_bucket(last) == bucket
+        assert len(batch._statements_and_parameters) == n
+
+
 def test_rerun_of_the_same_load_leaves_an_identical_partition(cfg, migrated, session):
     ids = range(AR_BASE, AR_BASE + 10)
     before = _target(session, ids)

@@ -380,6 +380,29 @@ def _unset(value: Any) -> Any:
     return UNSET_VALUE if value is None else value
 
 
+INDEX_BATCH_ROWS = 100  # index entries per request: one (country, bucket) partition, ~4 KB
+
+
+def index_batches(insert, country: str, customers: list[int], run_id: str):
+    """The chunk's customers_by_country entries as unlogged batches, each within ONE (country, bucket)
+    partition (so a batch is one mutation on one replica set, not a multi-partition batch): a 5,000-customer
+    chunk costs ~64 requests instead of 5,000 (one request per entry was a quarter of the load's time).
+    Yields (label for errors, batch, entries)."""
+    from cassandra.query import BatchStatement, BatchType
+
+    level = connections.consistency("write")
+    by_bucket: dict[int, list[int]] = {}
+    for cid in customers:
+        by_bucket.setdefault(schema.customer_bucket(cid), []).append(cid)
+    for bucket, cids in sorted(by_bucket.items()):
+        for i in range(0, len(cids), INDEX_BATCH_ROWS):
+            part = cids[i:i + INDEX_BATCH_ROWS]
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=level)
+            for cid in part:
+                batch.add(insert, (country, bucket, cid, run_id))
+            yield f"bucket {bucket} customers {part[0]}..{part[-1]}", batch, len(part)
+
+
 def load_rows(session, country: str, rows: pa.Table, run_id: str, concurrency: int = 64,
               rate_limit_rows_per_s: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """Write transformed rows (index entries first, then one batch per customer). Raises LoadError."""
@@ -389,10 +412,10 @@ def load_rows(session, country: str, rows: pa.Table, run_id: str, concurrency: i
     if progress is not None:
         progress.customers_total, progress.rows_total = len(customers), rows.num_rows
     idx = AsyncWriter(session, concurrency)
-    for cid in customers:
-        idx.submit(cid, prepared["index"].bind((country, schema.customer_bucket(cid), cid, run_id)))
+    for key, batch, count in index_batches(prepared["index"], country, customers, run_id):
+        idx.submit(key, batch, cost=count)
     idx.drain()
-    idx.raise_failures("customers_by_country entries")
+    idx.raise_failures("customers_by_country batches")
     w = AsyncWriter(session, concurrency, rate_limit_rows_per_s)
     batches = written = 0
     last = None
