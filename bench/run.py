@@ -287,7 +287,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     _export.export_plans(cfg, country, run_id)  # the plan step's catalogue export, which transform reads
     log(f"[{country} {size}] export ({len(chunks)} chunks)")
     work = {"rows": total_rows, **({"MB": tsv_mb} if tsv_mb else {})}
-    if "snapshot" in args.export_paths:
+    if "snapshot" in args.export_paths and (size < args.large_size or args.large_stages == "all"):
         log(f"[{country} {size}] export, one consistent snapshot per chunk (online pre-copy: writable country)")
         st["export_snapshot"] = b.stage("export", country, run_id, chunks, work=work,
                                         extra={"kwargs": {"engine": "mysqlclient"}})
@@ -317,7 +317,8 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
         st["load"] = b.stage("load", country, run_id, chunks,
                              work={"rows": peer_counts["rows"], "partitions": peer_counts["partitions"]})
         if with_peer:
-            pe["load"] = measure_load_peer(b, csv_path, peer_counts)
+            pe["load"] = measure_load_peer(b, csv_path, peer_counts,
+                                           limit=size < args.large_size or args.large_stages == "all")
         else:
             why = (f"not run at {size:,} customers (--load-peer-max-size {args.load_peer_max_size:,}: the peer's "
                    "ratio is measured at the smaller sizes; this size measures our memory and time)")
@@ -385,7 +386,7 @@ def _blocked(upstream: str, r: dict[str, Any]) -> dict[str, Any]:
             ("not available: " + str(r.get("reason")) if not r.get("available") else "failing")}
 
 
-def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int]) -> dict[str, Any]:
+def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int], limit: bool = True) -> dict[str, Any]:
     """DSBulk if it can be fetched, else the DataStax Java driver loader; best settings found, same rows."""
     from billing_migration.stores import connections
 
@@ -413,7 +414,7 @@ def measure_load_peer(b: Bench, csv_path: Path, counts: dict[str, int]) -> dict[
             variants.append((f"java_driver_{'batch' if batch else 'nobatch'}",
                              peers.java_load_command(cp, host, port, cfg.cassandra_keyspace, csv_path, conc, batch),
                              True))
-        if b.args.limit_concurrency:  # the physical limit: Cassandra's write rate with many more requests in flight
+        if limit and b.args.limit_concurrency:  # the physical limit: Cassandra's write rate, many more in flight
             variants.append(("java_driver_limit", peers.java_load_command(
                 cp, host, port, cfg.cassandra_keyspace, csv_path, b.args.limit_concurrency, True), True))
     except (subprocess.SubprocessError, OSError) as exc:
@@ -586,9 +587,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--large-size", type=int, default=100_000, help="sizes from here on use --large-repeats")
     p.add_argument("--large-repeats", type=int, default=1,
                    help="runs per stage at large sizes (one 100k pass of every stage takes ~10 min here)")
-    p.add_argument("--large-stages", default="all",
-                   help="stages measured at large sizes ('all' or a comma list; export/transform/load have peers)")
-    p.add_argument("--parallel", type=ints, default=[1, 2], help="process counts for the scaling runs")
+    p.add_argument("--large-stages", default="export,transform,load,compare",
+                   help="stages measured at large sizes ('all' adds the nightly snapshot and reconcile, the "
+                        "writable-country export path and the write-rate limit at 100k: ~29 min here, not ~20)")
+    p.add_argument("--parallel", type=ints, default=[1], help="process counts for the scaling runs (e.g. 1,2; "
+                   "default: none, 1.3 min at 10k)")
     p.add_argument("--scaling-size", type=int, default=None, help="size for scaling runs (default: smallest)")
     p.add_argument("--scaling-repeats", type=int, default=1)
     p.add_argument("--scaling-chunk-customers", type=int, default=1000,
@@ -597,7 +600,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-concurrency", type=int, default=64, help="DSBulk/Java in-flight requests")
     p.add_argument("--limit-concurrency", type=int, default=256,
                    help="also run the Java peer with this many requests in flight: Cassandra's write rate here, "
-                        "the load's physical limit (0 = skip)")
+                        "the load's physical limit (below --large-size, or at every size with --large-stages all; "
+                        "0 = skip)")
     p.add_argument("--load-peer-max-size", type=int, default=None,
                    help="largest size at which the Java load peer runs (its CSV alone is ~6 GB at 1M)")
     p.add_argument("--peer-nobatch", action="store_true",

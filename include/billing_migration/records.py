@@ -14,6 +14,9 @@ from typing import Any
 StepCounts = dict[str, int]
 
 
+OPEN_END = 2**62  # a chunk bound at or above this is the open end of the id space
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A keyset range of customer_id: the unit of export, transform, load and compare."""
@@ -63,4 +66,6 @@ class Lane:
         ids = [c.chunk for c in self.chunks]
         shown = ", ".join(map(str, ids)) if len(ids) <= 4 else f"{ids[0]}, {ids[1]}, …, {ids[-1]} ({len(ids)})"
         lo, hi = min(c.lo for c in self.chunks), max(c.hi for c in self.chunks)
-        return f"{head}: chunk{'s' if len(ids) > 1 else ''} {shown} (customers {lo}–{hi})"
+        # the last chunk is open-ended (chunks tile every id up to BIGINT's max): say so, not 9223372036854775807
+        ids_of = f"customers {lo} and up" if hi >= OPEN_END else f"customers {lo}–{hi}"
+        return f"{head}: chunk{'s' if len(ids) > 1 else ''} {shown} ({ids_of})"

@@ -30,3 +30,5 @@ def test_lane_labels_name_the_chunks_and_customer_range():
     assert lanes[0].label == "lane 1/4: chunks 0, 4, 8 (customers 1–9000)"
     (one,) = Lane.split(_chunks(12), 1)
     assert one.label == "lane 1/1: chunks 0, 1, …, 11 (12) (customers 1–12000)"
+    open_end = Lane(1, 2, (Chunk(1, 5000, 2**63 - 1, 10),))
+    assert open_end.label == "lane 2/2: chunk 1 (customers 5000 and up)"
