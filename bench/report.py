@@ -127,7 +127,7 @@ def memory_section(results: dict[str, Any]) -> list[str]:
     merged = results.get("merged_runs") or []
     if merged:
         out.append("")
-        out.append("Sizes merged in from other runs of the same code: " + "; ".join(
+        out.append("Sizes merged in from other runs: " + "; ".join(
             f"{', '.join(f'{int(x):,}' for x in m['sizes'])} customers from the run of {m['started_at']} "
             f"(`{m['command']}`, {fmt(m.get('total_wall_s'))} s, load average {' '.join(m.get('loadavg_start', []))} "
             f"at start, {' '.join(m.get('loadavg_end', []))} at end)" for m in merged) + ".")
