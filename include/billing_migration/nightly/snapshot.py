@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import struct
@@ -48,6 +49,8 @@ STORES = ("mysql", "cassandra")
 SNAPSHOT_TABLES: tuple[schema.Table, ...] = schema.TABLES  # plans + every per-customer table
 CUSTOMER_TABLES = schema.CUSTOMER_TABLES
 ROW_GROUP_ROWS = 20_000
+SCAN_IN_FLIGHT = 4  # range scans at once per split (scan_ranges)
+SCAN_SUBRANGES = 16  # a split is read as this many token ranges, SCAN_IN_FLIGHT of them at a time
 
 ARROW_TYPES = {
     "bigint": pa.int64(), "int": pa.int64(), "tinyint": pa.int64(), "text": pa.string(),
@@ -256,18 +259,50 @@ def token_fraction(customer_id: int, split: dict[str, int]) -> float:
 
 
 def scan_pages(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) -> Iterator[list[tuple]]:
-    """Pages (lists of row tuples) of one token range; the next page is requested before the current one
-    is handed out, so Cassandra reads page k+1 while the caller converts page k."""
+    """Pages (lists of row tuples) of one token range, read one page ahead (see scan_ranges)."""
+    for _i, rows in scan_ranges(session, keyspace, [(lo, hi)], fetch_size, in_flight=1):
+        yield rows
+
+
+def subranges(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
+    """(lo, hi] cut into n contiguous token ranges (fewer when the range holds fewer tokens)."""
+    n = max(1, min(n, hi - lo))
+    step = (hi - lo) // n
+    bounds = [lo + i * step for i in range(n)] + [hi]
+    return list(itertools.pairwise(bounds))
+
+
+def scan_ranges(session, keyspace: str, ranges: list[tuple[int, int]], fetch_size: int = 5000,
+                in_flight: int = SCAN_IN_FLIGHT) -> Iterator[tuple[int, list[tuple]]]:
+    """(range index, page) of every token range, up to `in_flight` range scans running at once.
+
+    Why several at once: one range scan is served by one Cassandra read thread, page after page, so a lone
+    scan leaves the server idle while the client converts a page and the client idle while the server reads
+    one. With a few scans in flight both sides stay busy (measured here: 33k -> 46k rows/s with 4 in flight,
+    decode only). Each scan still reads one page ahead at most, so memory stays bounded by in_flight + 1
+    pages. Pages of one range arrive in order; pages of different ranges interleave (partitions never span
+    two ranges, so per-range order is all the callers need).
+    """
     cols = _cql_columns()
     stmt = session.prepare(f"SELECT {', '.join(cols)} FROM {keyspace}.customer_billing "
                            "WHERE token(customer_id) > ? AND token(customer_id) <= ?")
     stmt.fetch_size = fetch_size
-    fut = session.execute_async(stmt, (lo, hi), timeout=120)
-    while fut is not None:
+    todo = list(enumerate(ranges))[::-1]
+    active: list[tuple[int, tuple[int, int], Any]] = []  # (range index, range, future), oldest first
+
+    def start() -> None:
+        while todo and len(active) < max(1, in_flight):
+            i, rng = todo.pop()
+            active.append((i, rng, session.execute_async(stmt, rng, timeout=120)))
+
+    start()
+    while active:
+        i, rng, fut = active.pop(0)
         rs = fut.result()
-        fut = (session.execute_async(stmt, (lo, hi), paging_state=rs.paging_state, timeout=120)
-               if rs.has_more_pages else None)
-        yield rs.current_rows
+        if rs.has_more_pages:
+            active.append((i, rng, session.execute_async(stmt, rng, paging_state=rs.paging_state, timeout=120)))
+        start()
+        yield i, rs.current_rows
 
 
 def _sources(table: schema.Table) -> dict[str, str]:
@@ -310,7 +345,8 @@ class _Page:
 def _split_page(page: _Page, wanted: set[str], last_customer: int | None,
                 split: dict[str, int]) -> tuple[dict[str, dict[str, pa.Table]], int]:
     """Rows of the wanted countries, per country and table; returns them and the rows skipped (other
-    countries). A partition's first row (customer_id differs from the previous row's) carries its static part."""
+    countries). A partition's first row (customer_id differs from the previous row's of the same token range)
+    carries its static part."""
     import pyarrow.compute as pc
 
     cid = page.get("customer_id", pa.int64())
@@ -343,12 +379,13 @@ def _split_page(page: _Page, wanted: set[str], last_customer: int | None,
 
 
 def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, int], countries: list[str],
-                             fetch_size: int = 5000, client=None, session=None) -> dict[str, Any]:
+                             fetch_size: int = 5000, client=None, session=None,
+                             in_flight: int = SCAN_IN_FLIGHT) -> dict[str, Any]:
     """Scan one token range and write, for every requested country, one Parquet part per table.
 
     One scan serves every country (customers are filtered by their static `country`), so the ring is read
     once a night whatever the number of migrated countries. Returns rows per country and table. Pages are
-    converted column by column (Arrow), never row by row, and the next page is read meanwhile.
+    converted column by column (Arrow), never row by row, while SCAN_IN_FLIGHT sub-ranges are read meanwhile.
     """
     from cassandra.query import tuple_factory
 
@@ -363,22 +400,26 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
             os.makedirs(os.path.join(tmp, cc))
             writers[cc] = {t.name: _PartWriter(t, os.path.join(tmp, cc)) for t in CUSTOMER_TABLES}
         prog = Progress(f"snapshot split {split['split']}", interval=interval_of(cfg))
+        ranges = subranges(split["lo"], split["hi"], SCAN_SUBRANGES)
+        last: list[int | None] = [None] * len(ranges)  # last customer seen per range: a partition's first row
+        done_frac = [0.0] * len(ranges)
         with _session(cfg, session) as sess:
             sess.row_factory = tuple_factory
-            last_customer = None
-            for rows in scan_pages(sess, cfg.cassandra_keyspace, split["lo"], split["hi"], fetch_size):
+            for i, rows in scan_ranges(sess, cfg.cassandra_keyspace, ranges, fetch_size, in_flight):
                 if not rows:
                     continue
+                lo, hi = ranges[i]
                 page = _Page(rows, index)
-                per_country, skipped = _split_page(page, wanted, last_customer, split)
-                last_customer = rows[-1][0]
+                per_country, skipped = _split_page(page, wanted, last[i], split)
+                last[i] = rows[-1][0]
                 scanned += page.n
                 skipped_other += skipped
                 for cc, tables in per_country.items():
                     for name, tbl in tables.items():
                         writers[cc][name].add_table(tbl)
+                done_frac[i] = token_fraction(last[i], {"lo": lo, "hi": hi})
                 prog.update(page.n, sum(t["customers"].num_rows for t in per_country.values()),
-                            fraction=token_fraction(last_customer, split))
+                            fraction=sum(done_frac) / len(ranges))
         counts: dict[str, dict[str, int]] = {}
         for cc, ws in writers.items():
             counts[cc] = {name: pw.finish(client, cfg.s3_bucket,
