@@ -160,6 +160,12 @@ def table_bytes(cfg, country: str) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------ measuring
+def timeout_for(args: argparse.Namespace, size: int) -> float:
+    """Seconds one measured process may take: --timeout, or 1,800 s per 100k customers (at least 1,800 s),
+    so a 1M load is not killed midway as it was with a fixed 1,800 s."""
+    return args.timeout if args.timeout else 1800.0 * max(1.0, size / 100_000)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, env: dict[str, str], cfg) -> None:
         self.args, self.env, self.cfg = args, env, cfg
@@ -168,6 +174,7 @@ class Bench:
         self.env["BM_TMP_DIR"] = str(self.tmp)
 
         self.repeats = args.repeats  # set per size by run_size (large sizes: --large-repeats)
+        self.timeout = timeout_for(args, min(args.sizes))  # set per size by run_size
         self.results: dict[str, Any] | None = None  # the run's results, saved after every stage
 
     def checkpoint(self, size: int, out: dict[str, Any]) -> None:
@@ -179,7 +186,7 @@ class Bench:
     def repeat(self, specs_for_rep, repeats: int | None = None) -> list[Sample]:
         out = []
         for i in range(repeats or self.repeats):
-            s = run_workers(specs_for_rep(i), self.env, timeout_s=self.args.timeout)
+            s = run_workers(specs_for_rep(i), self.env, timeout_s=self.timeout)
             log(f"    rep {i + 1}: {s.wall_s:.2f} s, {s.maxrss_mb:.0f} MB, cpu {s.cpu_s:.1f} s, {s.counts}")
             out.append(s)
         return out
@@ -207,7 +214,7 @@ class Bench:
         for i in range(self.repeats):
             if before:
                 before()
-            u = run_process(argv, env=env, timeout_s=self.args.timeout,
+            u = run_process(argv, env=env, timeout_s=self.timeout,
                             stdout_path=str(out_path) if out_path else None)
             if u.returncode != 0:
                 raise StageFailed(f"exit {u.returncode}: {u.stderr[-1500:]}")
@@ -241,6 +248,9 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
 
     cfg, args = b.cfg, b.args
     b.repeats = args.repeats if size < args.large_size else args.large_repeats
+    b.timeout = timeout_for(args, size)
+    # every stage and peer at this size, or the default run's trimmed set above --large-size
+    full = size < args.large_size or args.large_stages == "all"
     out: dict[str, Any] = {"customers": size, "country": country, "stages": {}, "peers": {}, "repeats": b.repeats}
     have = country_has_data(cfg, country)
     if have and have != size:
@@ -287,7 +297,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     _export.export_plans(cfg, country, run_id)  # the plan step's catalogue export, which transform reads
     log(f"[{country} {size}] export ({len(chunks)} chunks)")
     work = {"rows": total_rows, **({"MB": tsv_mb} if tsv_mb else {})}
-    if "snapshot" in args.export_paths and (size < args.large_size or args.large_stages == "all"):
+    if "snapshot" in args.export_paths and full:
         log(f"[{country} {size}] export, one consistent snapshot per chunk (online pre-copy: writable country)")
         st["export_snapshot"] = b.stage("export", country, run_id, chunks, work=work,
                                         extra={"kwargs": {"engine": "mysqlclient"}})
@@ -318,7 +328,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
                              work={"rows": peer_counts["rows"], "partitions": peer_counts["partitions"]})
         if with_peer:
             pe["load"] = measure_load_peer(b, csv_path, peer_counts,
-                                           limit=size < args.large_size or args.large_stages == "all")
+                                           limit=full)
         else:
             why = (f"not run at {size:,} customers (--load-peer-max-size {args.load_peer_max_size:,}: the peer's "
                    "ratio is measured at the smaller sizes; this size measures our memory and time)")
@@ -329,14 +339,13 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
         st["load"] = _blocked("transform", st["transform"])
 
     b.checkpoint(size, out)
-    large = size >= args.large_size
     skip = {"available": False, "reason": f"skipped at {size:,} customers (the default run measures it at the "
             "smaller sizes only, to stay near 20 minutes; --large-stages all to include it)"}
     wanted = set(STAGES) if args.large_stages == "all" else set(args.large_stages.split(","))
 
     # ---- compare (reads both stores itself)
     log(f"[{country} {size}] compare")
-    if large and "compare" not in wanted:
+    if not full and "compare" not in wanted:
         st["compare"] = skip
     else:
         st["compare"] = (b.stage("compare", country, run_id, chunks, work={"rows": total_rows})
@@ -345,7 +354,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     b.checkpoint(size, out)
     # ---- nightly snapshot: token-range scan of the whole ring (every country in the keyspace)
     log(f"[{country} {size}] snapshot")
-    if large and "snapshot" not in wanted:
+    if not full and "snapshot" not in wanted:
         st["snapshot"] = skip
     elif _ok(st["load"]) and not b.avail.get("snapshot"):
         from billing_migration.nightly import snapshot
@@ -367,7 +376,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
     b.checkpoint(size, out)
     # ---- nightly reconciliation of this country: legacy snapshot + counts, field-by-field and money checks
     log(f"[{country} {size}] reconcile")
-    if large and "reconcile" not in wanted:
+    if not full and "reconcile" not in wanted:
         st["reconcile"] = skip
     elif _ok(st["snapshot"]):
         st["reconcile"] = b.stage("reconcile", country, run_id, [], work={"rows": total_rows})
@@ -528,7 +537,7 @@ def run_airflow(b: Bench, size: int, country: str) -> dict[str, Any]:
         reset_country(b.cfg, country)
         conf = {"country": country, "parallelism": b.args.dag_parallelism}
         u = run_process([sys.executable, "-c", DAG_SCRIPT, country, json.dumps(conf), str(ROOT / "dags")],
-                        env=b.env, timeout_s=b.args.timeout)
+                        env=b.env, timeout_s=b.timeout)
         lines = [ln for ln in u.stdout.splitlines() if ln.startswith("{")]
         if u.returncode != 0 or not lines:
             return {"available": True, "failed": f"exit {u.returncode}: {u.stderr[-2000:]}", "runs": runs}
@@ -559,7 +568,7 @@ def profile_stage(b: Bench, stage: str, country: str, top: int = 25) -> dict[str
         from billing_migration.nightly import snapshot
 
         spec["chunks"] = snapshot.token_splits(b.args.snapshot_splits)
-    s = run_workers([spec], b.env, timeout_s=b.args.timeout)
+    s = run_workers([spec], b.env, timeout_s=b.timeout)
     st = pstats.Stats(str(prof))
     root = str(ROOT) + "/"
 
@@ -621,7 +630,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", default="auto", help="stage to cProfile ('auto' = slowest, 'none')")
     p.add_argument("--namespace", default="bench")
     p.add_argument("--keep", action="store_true", help="keep the namespace's data afterwards")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per measured process")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per measured process (default: 1,800 per 100k customers, at least 1,800)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-markdown", action="store_true", help="do not rewrite BENCHMARKS.md")
     return p.parse_args(argv)

@@ -126,3 +126,14 @@ def test_merge_adds_the_other_runs_sizes_and_says_where_they_came_from():
     assert sorted(merged["sizes"]) == ["10000", "1000000"]
     assert merged["merged_runs"][0]["sizes"] == ["1000000"] and merged["merged_runs"][0]["started_at"] == "b"
     assert "from the run of b (`scripts/bench --sizes 1000000`" in "\n".join(report.memory_section(merged))
+
+
+def test_process_timeout_scales_with_the_size_unless_given():
+    import argparse
+
+    from bench.run import timeout_for
+
+    default = argparse.Namespace(timeout=None)
+    assert timeout_for(default, 10_000) == timeout_for(default, 100_000) == 1800.0
+    assert timeout_for(default, 1_000_000) == 18_000.0  # a 1M load is not killed midway
+    assert timeout_for(argparse.Namespace(timeout=60.0), 1_000_000) == 60.0
