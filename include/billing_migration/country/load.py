@@ -305,7 +305,7 @@ def customer_batches(rows: pa.Table, prepared: dict[str, Any], run_id: str):
     from cassandra.marshal import int64_pack
     from cassandra.query import BatchStatement, BatchType
 
-    level = connections.consistency("write")
+    level = prepared["delete"].consistency_level  # set once from the config by _prepare
 
     def new_batch():
         return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=level)
@@ -341,7 +341,7 @@ def _customer_batches_bound(rows: pa.Table, prepared: dict[str, Any], run_id: st
     """customer_batches through BatchStatement.add (bind per row): only when column encryption is on."""
     from cassandra.query import BatchStatement, BatchType
 
-    level = connections.consistency("write")
+    level = prepared["delete"].consistency_level  # set once from the config by _prepare
 
     def new_batch():
         return BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=level)
@@ -390,7 +390,7 @@ def index_batches(insert, country: str, customers: list[int], run_id: str):
     Yields (label for errors, batch, entries)."""
     from cassandra.query import BatchStatement, BatchType
 
-    level = connections.consistency("write")
+    level = insert.consistency_level  # set once from the config by _prepare
     by_bucket: dict[int, list[int]] = {}
     for cid in customers:
         by_bucket.setdefault(schema.customer_bucket(cid), []).append(cid)
