@@ -162,3 +162,24 @@ def test_apply_cassandra_schema_is_idempotent(cfg, cassandra_ks):
         assert cols["amount"] == ("decimal", "regular") and cols["created_at"] == ("timestamp", "regular")
         versions = list(s.execute(f"SELECT version FROM {cassandra_ks}.schema_migrations"))
         assert [v.version for v in versions] == [schema.CASSANDRA_SCHEMA_VERSION]
+
+
+def test_a_released_request_is_freed_without_the_cyclic_collector(session):
+    """The driver's ResponseFuture and its timeout Timer reference each other; `release` drops that link, so a
+    finished request (and its result page) is freed by reference counting while the collector is paused."""
+    import gc
+    import weakref
+
+    held = {}
+    with connections.cyclic_gc_paused():
+        for released in (False, True):
+            fut = session.execute_async("SELECT release_version FROM system.local", timeout=30)
+            assert fut.result().one() is not None
+            if released:
+                connections.release(fut)
+            held[released] = weakref.ref(fut)
+            del fut
+        assert held[False]() is not None  # kept alive by the cycle until a collection
+        assert held[True]() is None
+    gc.collect()
+    assert held[False]() is None

@@ -83,3 +83,24 @@ def test_nulls_are_sent_unset_so_no_tombstone_cells_are_written():
     assert out[0] == LongType.serialize(7, 5)
     assert out[1] is UNSET_VALUE
     assert load._unset(None) is UNSET_VALUE and load._unset(0) == 0
+
+
+def test_cyclic_gc_pauses_nest_and_restore_the_collector_state():
+    import gc
+
+    from billing_migration.stores import connections
+
+    assert gc.isenabled()
+    with connections.cyclic_gc_paused():
+        assert not gc.isenabled()
+        with connections.cyclic_gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a collector the caller had turned off stays off
+        with connections.cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -303,6 +303,7 @@ def scan_ranges(session, keyspace: str, ranges: list[tuple[int, int]], fetch_siz
     while active:
         i, rng, fut = active.pop(0)
         rs = fut.result()
+        connections.release(fut)
         if rs.has_more_pages:
             active.append((i, rng, session.execute_async(stmt, rng, paging_state=rs.paging_state, timeout=120)))
         start()
@@ -407,7 +408,7 @@ def snapshot_cassandra_split(cfg: Config, day: dt.date | str, split: dict[str, i
         ranges = subranges(split["lo"], split["hi"], SCAN_SUBRANGES)
         last: list[int | None] = [None] * len(ranges)  # last customer seen per range: a partition's first row
         done_frac = [0.0] * len(ranges)
-        with _session(cfg, session) as sess:
+        with _session(cfg, session) as sess, connections.cyclic_gc_paused():
             sess.row_factory = tuple_factory
             for i, rows in scan_ranges(sess, cfg.cassandra_keyspace, ranges, fetch_size, in_flight):
                 if not rows:

@@ -7,7 +7,9 @@ Secrets come only from Airflow connections (in this project: `AIRFLOW_CONN_*` en
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -153,6 +155,45 @@ def cassandra_session(cfg: Config | None = None, keyspace: str | bool | None = T
         yield KeyspaceSession(session, ks) if ks else session
     finally:
         cluster.shutdown()
+
+
+def release(future) -> None:
+    """Let a finished driver request be freed by reference counting.
+
+    cassandra-driver's ResponseFuture and its timeout Timer reference each other (future._timer ->
+    Timer.callback -> future._on_timeout), so every finished request, with its result page or its serialized
+    batch, lives until Python's cyclic collector runs. Measured on a 361k-row scan with the collector paused:
+    730k objects of such garbage and 805 MB RSS, against 0 objects once the link is dropped."""
+    future._timer = None
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = True
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector around a hot loop (load a chunk, scan a token range).
+
+    Why: those loops allocate millions of short-lived containers (row tuples, serialized values, driver
+    futures); reference counting frees them, but the collector keeps re-scanning the live ones. Pausing it cut
+    client CPU per row by ~30 % for the load (22 -> 14 µs) and the snapshot scan (37 -> 25 µs). It is only
+    safe with `release` applied to every request (otherwise each page would wait for the collector).
+    Nested and concurrent pauses count; the collector comes back when the last one ends."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def s3_hook(cfg: Config | None = None):
