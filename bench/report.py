@@ -60,7 +60,9 @@ def _why(r: dict[str, Any] | None) -> str:
     reason = str(r.get("reason", "?"))
     if reason.startswith("Maven Central"):
         reason = reason.split(" (")[0] + " (see Peers above)"
-    return "not available: " + reason[:220]
+    # one table cell: a tool's multi-line error (dashes, blank lines) collapsed to its words
+    reason = " ".join(w for w in reason.split() if w.strip("-"))
+    return "not available: " + reason[:220].replace("|", "/")
 
 
 def _row(label: str, r: dict[str, Any] | None, cols: list[str], ours: dict[str, Any] | None = None) -> list[Any]:

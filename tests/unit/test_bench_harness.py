@@ -137,3 +137,10 @@ def test_process_timeout_scales_with_the_size_unless_given():
     assert timeout_for(default, 10_000) == timeout_for(default, 100_000) == 1800.0
     assert timeout_for(default, 1_000_000) == 18_000.0  # a 1M load is not killed midway
     assert timeout_for(argparse.Namespace(timeout=60.0), 1_000_000) == 60.0
+
+
+def test_a_multi_line_peer_error_stays_in_one_table_cell():
+    cell = report._why({"available": False, "reason": "exit 1: --------------\n\n--------------\n\nERROR 6 (HY000) "
+                                                          "at line 1: Error | on delete\n"})
+    assert "\n" not in cell and "|" not in cell and "--" not in cell
+    assert cell == "not available: exit 1: ERROR 6 (HY000) at line 1: Error / on delete"
