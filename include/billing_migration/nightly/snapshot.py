@@ -243,16 +243,6 @@ def _entity_row(t: schema.Table, r: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def scan_rows(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) -> Iterable[dict[str, Any]]:
-    """Rows of one token range, paged by the driver (never the whole table in one query or one process)."""
-    cols = _cql_columns()
-    stmt = session.prepare(f"SELECT {', '.join(cols)} FROM {keyspace}.customer_billing "
-                           "WHERE token(customer_id) > ? AND token(customer_id) <= ?")
-    stmt.fetch_size = fetch_size
-    for row in session.execute(stmt, (lo, hi), timeout=120):
-        yield dict(zip(cols, row, strict=True))
-
-
 def token_fraction(customer_id: int, split: dict[str, int]) -> float:
     """How far through its token range (lo, hi] a scan is at this partition (Murmur3, as Cassandra orders)."""
     from cassandra.metadata import Murmur3Token
@@ -260,12 +250,6 @@ def token_fraction(customer_id: int, split: dict[str, int]) -> float:
     token = Murmur3Token.hash_fn(struct.pack(">q", int(customer_id)))
     span = split["hi"] - split["lo"]
     return (token - split["lo"]) / span if span > 0 else 1.0
-
-
-def scan_pages(session, keyspace: str, lo: int, hi: int, fetch_size: int = 5000) -> Iterator[list[tuple]]:
-    """Pages (lists of row tuples) of one token range, read one page ahead (see scan_ranges)."""
-    for _i, rows in scan_ranges(session, keyspace, [(lo, hi)], fetch_size, in_flight=1):
-        yield rows
 
 
 def subranges(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
