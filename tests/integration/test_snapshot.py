@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -201,13 +202,17 @@ def test_concurrent_range_scans_write_what_one_scan_writes(cfg, s3, seeded):
     assert out[4][0][US]["customers"] == 120 and out[4][0][GB]["customers"] == 60
 
 
-def test_clean_night_passes_and_duckdb_reads_the_snapshots(cfg, s3, seeded):
+def test_clean_night_passes_and_duckdb_reads_the_snapshots(cfg, s3, seeded, caplog):
     day = dt.date(2026, 11, 2)
-    out = take_snapshots(cfg, day, [US, GB, CA])
+    with caplog.at_level(logging.INFO, logger="billing_migration.progress"):
+        out = take_snapshots(cfg, day, [US, GB, CA])
     assert sum(s["counts"][US]["customers"] for s in out["scans"]) == 120
     res = run_reconcile(cfg, day, US)
     assert res["ok"], res["problems"]
     assert res["counts"]["mysql"] == res["counts"]["cassandra"]
+    # the legacy snapshot reports its progress like every long stage: its final line has the totals
+    legacy_rows = sum(n for t, n in res["counts"]["mysql"].items() if t != "plans")
+    assert f"mysql snapshot US done: {legacy_rows:,} rows, 120 customers in" in caplog.text
     assert res["counts"]["mysql"]["invoices"] == 240 and res["counts"]["mysql"]["plans"] == 3
     report = s3io.get_json(s3, cfg.s3_bucket, res["report_uri"].split("/", 3)[3])
     assert report["ok"] and report["financial_differences"] == [] and report["customers"] == []

@@ -58,6 +58,30 @@ def test_compare_table_sees_a_millisecond_and_a_null():
     assert d[(2, "currency")]["mysql_value"] == "USD" and d[(2, "currency")]["cassandra_value"] is None
 
 
+def test_compare_table_lists_each_differing_column_of_a_pair_with_both_updated_at():
+    later = dt.datetime(2026, 10, 2, tzinfo=UTC)
+    m = invoices([{"invoice_id": 1}, {"invoice_id": 2}])
+    c = invoices([{"invoice_id": 1, "tax": Decimal("1"), "status": "void", "updated_at": later},
+                  {"invoice_id": 2}])
+    d = reconcile.compare_table("invoices", m, c).to_pylist()
+    assert [(x["key"], x["kind"], x["field"], x["mysql_value"], x["cassandra_value"]) for x in d[:2]] == [
+        (1, "different", "status", "paid", "void"), (1, "different", "tax", "0.9990", "1.0000")]
+    assert d[2]["field"] == "updated_at" and len(d) == 3
+    assert d[2]["mysql_value"].startswith("2026-10-01 04:00:00") and d[2]["cassandra_value"].startswith("2026-10-02")
+    assert all(x["m_updated_at"] < x["c_updated_at"] == later for x in d)
+
+
+def test_compare_table_of_a_table_without_customer_id():
+    plan = {"country": "SE", "currency": "SEK", "name": "basic", "price": Decimal("99"), "screens": 1,
+            "quality": "HD", "updated_at": dt.datetime(2026, 1, 1, tzinfo=UTC)}
+    sch = snapshot.arrow_schema(schema.PLANS)
+    m = pa.Table.from_pylist([plan | {"plan_id": 1}, plan | {"plan_id": 2}], schema=sch)
+    c = pa.Table.from_pylist([plan | {"plan_id": 2, "screens": 4}, plan | {"plan_id": 3}], schema=sch)
+    got = [(x["key"], x["customer_id"], x["kind"], x["field"])
+           for x in reconcile.compare_table("plans", m, c).to_pylist()]
+    assert got == [(1, None, "missing", None), (2, None, "different", "screens"), (3, None, "extra", None)]
+
+
 def _diff(kind: str, mu: dt.datetime | None, cu: dt.datetime | None, field: str | None = None) -> dict:
     return {"table": "customers", "key": 7, "customer_id": 7, "kind": kind, "field": field,
             "mysql_value": "a.person@example.com" if field == "email" else "x",

@@ -84,10 +84,17 @@ def _stats():
 Source = pa.Table | list[str]
 
 
+# DuckDB's working memory; past it joins and sorts spill to `spill_dir`. Small on purpose: a limit the
+# 100k-customer country already reaches keeps a 1M country's peak RSS level with it (a 1 GB limit let RSS
+# grow 966 -> 1,201 MB from 100k to 1M; 256 MB: 435 -> 464 MB, and the 1M checks still ran 2.3x faster
+# than before the single-join compare). BM_DUCKDB_MEMORY overrides it (DuckDB's syntax: '512MB', '2GB').
+DUCKDB_MEMORY = "256MB"
+
+
 def _con(spill_dir: str | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{os.environ.get('BM_DUCKDB_MEMORY', '1GB')}'")
+    con.execute(f"SET memory_limit = '{os.environ.get('BM_DUCKDB_MEMORY') or DUCKDB_MEMORY}'")
     if spill_dir:
         con.execute(f"SET temp_directory = '{spill_dir}'")
     return con
@@ -110,44 +117,51 @@ def _rows(src: Source) -> int:
 
 
 # ------------------------------------------------------------------------------------------- field by field
+_DIFF = "STRUCT(field VARCHAR, mv VARCHAR, cv VARCHAR)"
+
+
 def compare_table(table: str, mysql: Source, cassandra: Source, spill_dir: str | None = None) -> pa.Table:
     """Differences of one table between the two snapshots, with both `updated_at`s for classification.
 
+    One FULL OUTER JOIN per table: an unmatched legacy row is `missing`, an unmatched Cassandra row `extra`,
+    and each column of a matched pair that differs is one `different` row (unnested from a list built per
+    pair). One join per column instead built the same hash table once per column: at 1.7M invoices it took
+    4.3 s and 960 MB, against 1.6 s and 530 MB for the single join (BENCHMARKS.md, reconcile).
     Columns: table, key, customer_id, kind, field, mysql_value, cassandra_value, m_updated_at, c_updated_at.
     """
     t = schema.TABLES_BY_NAME[table]
     key = t.key
-    cust = "customer_id" if "customer_id" in t.column_names else "NULL::BIGINT"
     con = _con(spill_dir)
     _register(con, "m", mysql, table)
     _register(con, "c", cassandra, table)
+    cols = [c for c in t.column_names if c != key]
 
-    def cust_of(alias: str) -> str:
-        return f"{alias}.customer_id" if cust == "customer_id" else cust
+    def cust(alias: str) -> str:
+        return f"{alias}.customer_id" if "customer_id" in t.column_names else "NULL::BIGINT"
 
-    parts = [
-        # One key twice (in Cassandra: the same entity id under two customers' partitions).
-        f"""SELECT '{table}' AS tbl, {key} AS key, min({cust_of('m')}) AS customer_id, 'duplicate' AS kind,
-                   NULL AS field, CAST(count(*) AS VARCHAR) AS mv, NULL AS cv,
-                   max(updated_at) AS mu, NULL::TIMESTAMPTZ AS cu
-            FROM m GROUP BY {key} HAVING count(*) > 1""",
-        f"""SELECT '{table}', {key}, min({cust_of('c')}), 'duplicate', NULL, NULL, CAST(count(*) AS VARCHAR),
-                   NULL::TIMESTAMPTZ, max(updated_at)
-            FROM c GROUP BY {key} HAVING count(*) > 1""",
-        f"""SELECT '{table}', m.{key}, {cust_of('m')}, 'missing', NULL, NULL, NULL, m.updated_at, NULL::TIMESTAMPTZ
-            FROM m ANTI JOIN c ON m.{key} = c.{key}""",
-        f"""SELECT '{table}', c.{key}, {cust_of('c')}, 'extra', NULL, NULL, NULL, NULL::TIMESTAMPTZ, c.updated_at
-            FROM c ANTI JOIN m ON m.{key} = c.{key}""",
-    ]
-    for col in t.column_names:
-        if col == key:
-            continue
-        parts.append(
-            f"""SELECT '{table}', m.{key}, {cust_of('m')}, 'different', '{col}',
-                       CAST(m."{col}" AS VARCHAR), CAST(c."{col}" AS VARCHAR), m.updated_at, c.updated_at
-                FROM m JOIN c ON m.{key} = c.{key} WHERE m."{col}" IS DISTINCT FROM c."{col}" """)
-    sql = " UNION ALL ".join(parts) + " ORDER BY 2, 4, 5"
-    out = con.sql(sql).to_arrow_table()
+    # One key twice (in Cassandra: the same entity id under two customers' partitions).
+    dups = [f"""SELECT '{table}' AS tbl, {key} AS key, min({cust(side)}) AS customer_id, 'duplicate' AS kind,
+                       NULL AS field, {mv} AS mv, {cv} AS cv, {mu} AS mu, {cu} AS cu
+                FROM {side} GROUP BY {key} HAVING count(*) > 1"""
+            for side, mv, cv, mu, cu in (
+                ("m", "CAST(count(*) AS VARCHAR)", "NULL", "max(updated_at)", "NULL::TIMESTAMPTZ"),
+                ("c", "NULL", "CAST(count(*) AS VARCHAR)", "NULL::TIMESTAMPTZ", "max(updated_at)"))]
+    differs = {c: f'm."{c}" IS DISTINCT FROM c."{c}"' for c in cols}
+    per_column = ", ".join(f"""CASE WHEN {cond} THEN {{'field': '{c}', 'mv': CAST(m."{c}" AS VARCHAR),
+                                     'cv': CAST(c."{c}" AS VARCHAR)}} END""" for c, cond in differs.items())
+    joined = f"""
+        SELECT '{table}' AS tbl, coalesce(m.{key}, c.{key}) AS key,
+               CASE WHEN m.{key} IS NULL THEN {cust('c')} ELSE {cust('m')} END AS customer_id,
+               CASE WHEN c.{key} IS NULL THEN 'missing' WHEN m.{key} IS NULL THEN 'extra' ELSE 'different' END
+                   AS kind,
+               CASE WHEN m.{key} IS NULL OR c.{key} IS NULL THEN [NULL::{_DIFF}]
+                    ELSE list_filter([{per_column}], lambda d: d IS NOT NULL) END AS diffs,
+               m.updated_at AS mu, c.updated_at AS cu
+        FROM m FULL OUTER JOIN c ON m.{key} = c.{key}
+        WHERE m.{key} IS NULL OR c.{key} IS NULL OR {" OR ".join(differs.values())}"""
+    rows = f"""SELECT tbl, key, customer_id, kind, d.field, d.mv, d.cv, mu, cu
+               FROM (SELECT *, unnest(diffs) AS d FROM ({joined}))"""
+    out = con.sql(" UNION ALL ".join([*dups, rows]) + " ORDER BY 2, 4, 5").to_arrow_table()
     con.close()
     return out.rename_columns(["table", "key", "customer_id", "kind", "field", "mysql_value",
                                "cassandra_value", "m_updated_at", "c_updated_at"])

@@ -487,11 +487,21 @@ def snapshot_mysql(cfg: Config, day: dt.date | str, country: str, chunk_customer
         cur.execute(f"SELECT {_select(schema.PLANS, 'p')} FROM plans p WHERE p.country = %s ORDER BY p.plan_id",
                     (country,))
         writers["plans"].add_rows(cur.fetchall())
+        cur.execute("SELECT COUNT(*) FROM customers WHERE country = %s", (country,))
+        prog = Progress(f"mysql snapshot {country}", customers_total=int(cur.fetchone()[0]),
+                        interval=interval_of(cfg))
         for lo, hi in mysql_customer_chunks(cur, country, chunk_customers):
+            rows = customers = 0
             for t in CUSTOMER_TABLES:
                 cur.execute(mysql_chunk_sql(t), (country, lo, hi))
-                writers[t.name].add_rows(cur.fetchall())
+                fetched = cur.fetchall()
+                writers[t.name].add_rows(fetched)
+                rows += len(fetched)
+                if t.name == "customers":
+                    customers = len(fetched)
+            prog.update(rows=rows, customers=customers)
         conn.rollback()
+        prog.finish()
         counts = {name: pw.finish(client, cfg.s3_bucket, snapshot_key(cfg, day, "mysql", country, name, 0))
                   for name, pw in writers.items()}
     log.info("mysql snapshot %s: %s in %.2fs", country, counts, time.monotonic() - t0)
