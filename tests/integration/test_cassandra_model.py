@@ -183,3 +183,19 @@ def test_a_released_request_is_freed_without_the_cyclic_collector(session):
         assert held[True]() is None
     gc.collect()
     assert held[False]() is None
+
+
+def test_execute_all_returns_every_page_of_each_statement_in_order(session, cassandra_ks):
+    """The compare's reader: all pages of every statement, results in statement order, a few in flight."""
+    from cassandra.query import SimpleStatement
+
+    session.execute(f"CREATE TABLE IF NOT EXISTS {cassandra_ks}.paging_probe (k int, c int, PRIMARY KEY (k, c))")
+    session.execute(f"TRUNCATE {cassandra_ks}.paging_probe")
+    ins = session.prepare(f"INSERT INTO {cassandra_ks}.paging_probe (k, c) VALUES (?, ?)")
+    for k in range(3):
+        for c in range(25):
+            session.execute(ins, (k, c))
+    stmt = SimpleStatement(f"SELECT k, c FROM {cassandra_ks}.paging_probe WHERE k = %s", fetch_size=10)
+    out = connections.execute_all(session, [(stmt, (k,)) for k in (2, 0, 99, 1)], concurrency=2)
+    assert [[tuple(r) for r in rows] for rows in out] == [
+        [(2, c) for c in range(25)], [(0, c) for c in range(25)], [], [(1, c) for c in range(25)]]

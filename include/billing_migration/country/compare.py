@@ -454,18 +454,12 @@ def _read_target(session, prepared, ids: list[int]) -> dict[int, list[tuple]]:
     Partitions are read TARGET_BATCH at a time with `customer_id IN ?` (READ_CONCURRENCY queries in
     flight): one request per partition costs more in request overhead on both ends than the rows
     themselves (BENCHMARKS.md)."""
-    from cassandra.concurrent import execute_concurrent_with_args
-
     out: dict[int, list[tuple]] = {}
     if not ids:
         return out
-    args = [(ids[i:i + TARGET_BATCH],) for i in range(0, len(ids), TARGET_BATCH)]
-    results = execute_concurrent_with_args(session, prepared, args, concurrency=READ_CONCURRENCY,
-                                           raise_on_first_error=True)
-    for ok, rs in results:
-        if not ok:  # pragma: no cover - raise_on_first_error raises instead
-            raise CompareError(f"reading partitions failed: {rs}")
-        _add_rows(out, rs)
+    stmts = [(prepared, (ids[i:i + TARGET_BATCH],)) for i in range(0, len(ids), TARGET_BATCH)]
+    for rows in connections.execute_all(session, stmts, READ_CONCURRENCY):
+        _add_rows(out, rows)
     return out
 
 
@@ -522,18 +516,13 @@ def _read_target_fast(session, static_stmt, rows_stmt, ids: list[int]) -> Target
     """Static parts and entity rows of the partitions of `ids`, TARGET_BATCH partitions per query
     (READ_CONCURRENCY queries in flight): one request per partition costs more in request overhead on both
     ends than the rows themselves (BENCHMARKS.md)."""
-    from cassandra.concurrent import execute_concurrent
-
     raw = TargetRaw()
     if not ids:
         return raw
     batches = [ids[i:i + TARGET_BATCH] for i in range(0, len(ids), TARGET_BATCH)]
     stmts = [(static_stmt, (b,)) for b in batches] + [(rows_stmt, (b,)) for b in batches]
-    results = execute_concurrent(session, stmts, concurrency=READ_CONCURRENCY, raise_on_first_error=True)
     n = len(batches)
-    for i, (ok, rs) in enumerate(results):
-        if not ok:  # pragma: no cover - raise_on_first_error raises instead
-            raise CompareError(f"reading partitions failed: {rs}")
+    for i, rs in enumerate(connections.execute_all(session, stmts, READ_CONCURRENCY)):
         if i < n:
             for r in rs:
                 raw.static[r[0]] = r
@@ -742,14 +731,10 @@ def _diff_index(res: CompareTally, out: list[Finding], cids: list[int], index: s
 
 def _index_query(session, where: str, args: list[tuple]) -> set[int]:
     """customer_id of the customers_by_country rows matching `where`, one concurrent query per args tuple."""
-    from cassandra.concurrent import execute_concurrent_with_args
-
     stmt = session.prepare(f"SELECT customer_id FROM customers_by_country WHERE country = ? AND bucket = ? {where}")
     ids: set[int] = set()
-    for ok, rs in execute_concurrent_with_args(session, stmt, args, concurrency=INDEX_CONCURRENCY,
-                                               raise_on_first_error=True):
-        if ok:
-            ids.update(int(r[0]) for r in rs)
+    for rows in connections.execute_all(session, [(stmt, a) for a in args], INDEX_CONCURRENCY):
+        ids.update(int(r[0]) for r in rows)
     return ids
 
 
@@ -789,7 +774,8 @@ def compare_range(cfg: Config, country: str, lo: int, hi: int, *, customer_ids: 
         groups = _GroupReader(session, conn, country)
         prog = Progress(f"compare {country} [{lo}, {hi}]", interval=interval_of(cfg),
                         customers_total=len(wanted) if wanted is not None else max(len(index), 1))
-        seen = groups.compare_all(res, lo, hi, customer_ids, group_size, index, quarantined, prog)
+        with connections.cyclic_gc_paused():  # every request is released (execute_all): no cycle piles up
+            seen = groups.compare_all(res, lo, hi, customer_ids, group_size, index, quarantined, prog)
         # Target-only customers: in the index (or asked for explicitly) but not in the source.
         _diff_extras(res, session, sorted((index | (wanted or set())) - seen), index, quarantined, group_size)
     res.counts["seconds_ms"] = int((time.monotonic() - t0) * 1000)

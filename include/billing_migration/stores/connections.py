@@ -10,7 +10,8 @@ import contextlib
 import gc
 import re
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -165,6 +166,32 @@ def release(future) -> None:
     batch, lives until Python's cyclic collector runs. Measured on a 361k-row scan with the collector paused:
     730k objects of such garbage and 805 MB RSS, against 0 objects once the link is dropped."""
     future._timer = None
+
+
+def execute_all(session, statements: Sequence[tuple[Any, Any]], concurrency: int) -> list[list[Any]]:
+    """Every row (all pages) of each (statement, parameters), in order, at most `concurrency` requests in flight.
+
+    What the driver's `execute_concurrent` does, but each finished request is `release`d: there, every
+    request and its page wait for the cyclic collector (the compare reads a country this way)."""
+    out: list[list[Any]] = [[] for _ in statements]
+    todo = list(enumerate(statements))[::-1]
+    active: deque[tuple[int, Any, Any, Any]] = deque()
+
+    def start() -> None:
+        while todo and len(active) < max(1, concurrency):
+            i, (stmt, params) = todo.pop()
+            active.append((i, stmt, params, session.execute_async(stmt, params)))
+
+    start()
+    while active:
+        i, stmt, params, fut = active.popleft()
+        rs = fut.result()
+        release(fut)
+        out[i].extend(rs.current_rows)
+        if rs.has_more_pages:  # one request per statement at a time, so its pages arrive in order
+            active.append((i, stmt, params, session.execute_async(stmt, params, paging_state=rs.paging_state)))
+        start()
+    return out
 
 
 _gc_lock = threading.Lock()
