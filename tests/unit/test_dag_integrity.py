@@ -91,3 +91,20 @@ def test_every_dag_shares_the_package_defaults(bag):
         assert "billing-migration" in dag.tags, dag_id
         if dag_id.startswith(("migrate_billing_", "rollback_billing_")):
             assert f"country:{dag_id.rsplit('_', 1)[1].upper()}" in dag.tags, dag_id
+
+
+def test_the_fault_matrix_runs_the_dags_tasks_in_the_dags_order(bag):
+    """devtools.faults replays the country DAG's tasks in a child process; its task list must stay the DAG's
+    (same tasks, upstream before downstream), or a fault case would test a pipeline that no longer exists."""
+    from billing_migration.devtools import faults
+
+    dag = bag.get_dag("migrate_billing_nz")
+    ids = [faults.DAG_TASK.get(t, t) for t in faults.TASKS]
+    assert set(ids) <= set(dag.task_ids), set(ids) - set(dag.task_ids)
+    for up, down in itertools.pairwise(ids):
+        assert down in dag.get_task(up).get_flat_relative_ids(upstream=False), f"{up} does not lead to {down}"
+    # every task between the first and the last of the matrix's is in it (none skipped by the child runner)
+    between = {t for t in dag.task_ids
+               if ids[0] in dag.get_task(t).get_flat_relative_ids(upstream=True)
+               and ids[-1] in dag.get_task(t).get_flat_relative_ids(upstream=False)}
+    assert between <= set(ids), between - set(ids)
