@@ -84,11 +84,13 @@ def _stats():
 Source = pa.Table | list[str]
 
 
-# DuckDB's working memory; past it joins and sorts spill to `spill_dir`. Small on purpose: a limit the
-# 100k-customer country already reaches keeps a 1M country's peak RSS level with it (a 1 GB limit let RSS
-# grow 966 -> 1,201 MB from 100k to 1M; 256 MB: 435 -> 464 MB, and the 1M checks still ran 2.3x faster
-# than before the single-join compare). BM_DUCKDB_MEMORY overrides it (DuckDB's syntax: '512MB', '2GB').
-DUCKDB_MEMORY = "256MB"
+# DuckDB's working memory, a safety net: past it joins and sorts spill to `spill_dir`. The comparison never
+# needs it whole: it runs in key buckets of at most BUCKET_ROWS rows (compare_table), so its working set is
+# the same for a 100k- and a 1M-customer country. A 256 MB limit alone held RSS level too, but failed once at
+# 1M ("failed to pin block"): an out-of-memory night is worse than a bigger one. BM_DUCKDB_MEMORY overrides
+# it (DuckDB's syntax: '512MB', '2GB').
+DUCKDB_MEMORY = "1GB"
+BUCKET_ROWS = 2_000_000
 
 
 def _con(spill_dir: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -120,20 +122,39 @@ def _rows(src: Source) -> int:
 _DIFF = "STRUCT(field VARCHAR, mv VARCHAR, cv VARCHAR)"
 
 
-def compare_table(table: str, mysql: Source, cassandra: Source, spill_dir: str | None = None) -> pa.Table:
+def compare_table(table: str, mysql: Source, cassandra: Source, spill_dir: str | None = None,
+                  bucket_rows: int = BUCKET_ROWS) -> pa.Table:
     """Differences of one table between the two snapshots, with both `updated_at`s for classification.
 
     One FULL OUTER JOIN per table: an unmatched legacy row is `missing`, an unmatched Cassandra row `extra`,
     and each column of a matched pair that differs is one `different` row (unnested from a list built per
     pair). One join per column instead built the same hash table once per column: at 1.7M invoices it took
     4.3 s and 960 MB, against 1.6 s and 530 MB for the single join (BENCHMARKS.md, reconcile).
+    The join runs once per bucket of keys (hash(key) % buckets), each of at most `bucket_rows` rows, so the
+    memory it needs does not grow with the country; a key is in one bucket on both sides, so duplicates,
+    missing and extra rows are found within it.
     Columns: table, key, customer_id, kind, field, mysql_value, cassandra_value, m_updated_at, c_updated_at.
     """
     t = schema.TABLES_BY_NAME[table]
-    key = t.key
+    buckets = max(1, -(-max(_rows(mysql), _rows(cassandra)) // bucket_rows))
     con = _con(spill_dir)
-    _register(con, "m", mysql, table)
-    _register(con, "c", cassandra, table)
+    _register(con, "m_all", mysql, table)
+    _register(con, "c_all", cassandra, table)
+    parts = []
+    for b in range(buckets):
+        for side in ("m", "c"):
+            where = f"WHERE hash({t.key}) % {buckets} = {b}" if buckets > 1 else ""
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {side} AS SELECT * FROM {side}_all {where}")
+        parts.append(con.sql(_differences_sql(t)).to_arrow_table())
+    con.close()
+    out = pa.concat_tables(parts).sort_by([("key", "ascending"), ("kind", "ascending"), ("field", "ascending")])
+    return out.rename_columns(["table", "key", "customer_id", "kind", "field", "mysql_value",
+                               "cassandra_value", "m_updated_at", "c_updated_at"])
+
+
+def _differences_sql(t: schema.Table) -> str:
+    """compare_table's query over views `m` (legacy) and `c` (Cassandra) of one table."""
+    table, key = t.name, t.key
     cols = [c for c in t.column_names if c != key]
 
     def cust(alias: str) -> str:
@@ -161,10 +182,7 @@ def compare_table(table: str, mysql: Source, cassandra: Source, spill_dir: str |
         WHERE m.{key} IS NULL OR c.{key} IS NULL OR {" OR ".join(differs.values())}"""
     rows = f"""SELECT tbl, key, customer_id, kind, d.field, d.mv, d.cv, mu, cu
                FROM (SELECT *, unnest(diffs) AS d FROM ({joined}))"""
-    out = con.sql(" UNION ALL ".join([*dups, rows]) + " ORDER BY 2, 4, 5").to_arrow_table()
-    con.close()
-    return out.rename_columns(["table", "key", "customer_id", "kind", "field", "mysql_value",
-                               "cassandra_value", "m_updated_at", "c_updated_at"])
+    return " UNION ALL ".join([*dups, rows])
 
 
 def classify(diffs: list[dict[str, Any]], routing: Routing) -> list[dict[str, Any]]:
