@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import resource
 import threading
 import time
 
@@ -35,7 +34,9 @@ def current_mb() -> int:
 
 
 def peak_mb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    from bench.measure import vm_hwm_mb
+
+    return int(vm_hwm_mb() or 0)
 
 
 def _sampler(samples: list[int]) -> None:

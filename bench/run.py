@@ -19,7 +19,6 @@ import os
 import platform
 import pstats
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -364,9 +363,7 @@ def run_size(b: Bench, size: int, country: str) -> dict[str, Any]:
             # rows/s over every row of the ring, as the stage itself counted them while scanning (a separate
             # COUNT(*) per token range took ~5 min at 1M customers)
             snap = st["snapshot"]
-            snap["ring_rows"] = snap["counts"]["scanned"]
-            snap["rows_per_s"] = statistics.median(
-                s["counts"]["scanned"] / s["wall_s"] for s in snap["samples"] if s["wall_s"] > 0)
+            snap["ring_rows"], snap["rows_per_s"] = snap["counts"]["scanned"], snap["scanned_per_s"]
     else:
         st["snapshot"] = ({"available": False, "reason": b.avail["snapshot"]} if b.avail.get("snapshot")
                           else _blocked("load", st["load"]))

@@ -275,23 +275,7 @@ def scan_ranges(session, keyspace: str, ranges: list[tuple[int, int]], fetch_siz
     stmt = session.prepare(f"SELECT {', '.join(cols)} FROM {keyspace}.customer_billing "
                            "WHERE token(customer_id) > ? AND token(customer_id) <= ?")
     stmt.fetch_size = fetch_size
-    todo = list(enumerate(ranges))[::-1]
-    active: list[tuple[int, tuple[int, int], Any]] = []  # (range index, range, future), oldest first
-
-    def start() -> None:
-        while todo and len(active) < max(1, in_flight):
-            i, rng = todo.pop()
-            active.append((i, rng, session.execute_async(stmt, rng, timeout=120)))
-
-    start()
-    while active:
-        i, rng, fut = active.pop(0)
-        rs = fut.result()
-        connections.release(fut)
-        if rs.has_more_pages:
-            active.append((i, rng, session.execute_async(stmt, rng, paging_state=rs.paging_state, timeout=120)))
-        start()
-        yield i, rs.current_rows
+    yield from connections.pages(session, [(stmt, rng) for rng in ranges], in_flight, timeout=120)
 
 
 def _sources(table: schema.Table) -> dict[str, str]:

@@ -168,29 +168,37 @@ def release(future) -> None:
     future._timer = None
 
 
-def execute_all(session, statements: Sequence[tuple[Any, Any]], concurrency: int) -> list[list[Any]]:
-    """Every row (all pages) of each (statement, parameters), in order, at most `concurrency` requests in flight.
-
-    What the driver's `execute_concurrent` does, but each finished request is `release`d: there, every
-    request and its page wait for the cyclic collector (the compare reads a country this way)."""
-    out: list[list[Any]] = [[] for _ in statements]
+def pages(session, statements: Sequence[tuple[Any, Any]], in_flight: int,
+          timeout: float | None = None) -> Iterator[tuple[int, list[Any]]]:
+    """(statement index, page) of every page of each (statement, parameters), at most `in_flight` requests at
+    once; each finished request is `release`d (the driver's `execute_concurrent` leaves every request and its
+    page to the cyclic collector). Pages of one statement arrive in order (one request per statement at a
+    time); pages of different statements interleave. Memory: at most in_flight + 1 pages."""
     todo = list(enumerate(statements))[::-1]
     active: deque[tuple[int, Any, Any, Any]] = deque()
+    kw = {} if timeout is None else {"timeout": timeout}
 
     def start() -> None:
-        while todo and len(active) < max(1, concurrency):
+        while todo and len(active) < max(1, in_flight):
             i, (stmt, params) = todo.pop()
-            active.append((i, stmt, params, session.execute_async(stmt, params)))
+            active.append((i, stmt, params, session.execute_async(stmt, params, **kw)))
 
     start()
     while active:
         i, stmt, params, fut = active.popleft()
         rs = fut.result()
         release(fut)
-        out[i].extend(rs.current_rows)
-        if rs.has_more_pages:  # one request per statement at a time, so its pages arrive in order
-            active.append((i, stmt, params, session.execute_async(stmt, params, paging_state=rs.paging_state)))
+        if rs.has_more_pages:
+            active.append((i, stmt, params, session.execute_async(stmt, params, paging_state=rs.paging_state, **kw)))
         start()
+        yield i, rs.current_rows
+
+
+def execute_all(session, statements: Sequence[tuple[Any, Any]], concurrency: int) -> list[list[Any]]:
+    """Every row (all pages) of each (statement, parameters), in statement order (the compare's reads)."""
+    out: list[list[Any]] = [[] for _ in statements]
+    for i, rows in pages(session, statements, concurrency):
+        out[i].extend(rows)
     return out
 
 
